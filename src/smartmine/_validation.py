@@ -90,7 +90,8 @@ def check_triplets(triplets: Sequence[ArrayLike], n: int, name: str = "triplets"
             raise ValueError(f"{name}.{label}: expected an integer dtype, got {t.dtype}")
         t = t.long()
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
-            raise ValueError(f"{name}.{label}: indices must lie in [0, {n}), got range [{int(t.min())}, {int(t.max())}]")
+            lo, hi = int(t.min()), int(t.max())
+            raise ValueError(f"{name}.{label}: indices must lie in [0, {n}), got range [{lo}, {hi}]")
         out.append(t)
     if not (out[0].shape == out[1].shape == out[2].shape):
         raise ValueError(
