@@ -1,0 +1,178 @@
+"""Turn a :class:`RunConfig` into the objects of a run: datasets, model, loss, miner, optimisers, schedules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smartmine.training.config import ConfigError, RunConfig
+
+SMALL_IMAGE_DATASETS = ("glyphs", "digits")
+
+
+@dataclass
+class Datasets:
+    train: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+    train_eval: torch.utils.data.Dataset
+    """The training split with test-time transforms (the fresh embedding pass of smart mining)."""
+    in_channels: int
+
+
+def build_datasets(cfg: RunConfig) -> Datasets:
+    """Load the train and test splits with the transforms the config asks for."""
+    from smartmine.data.datasets import load_dataset
+    from smartmine.data.transforms import build_transform
+
+    d = cfg.data
+    small = d.name in SMALL_IMAGE_DATASETS
+    preset = "small" if small else "photo"
+    train_tf = build_transform(preset, train=d.augment, image_size=d.image_size)
+    test_tf = build_transform(preset, train=False, image_size=d.image_size)
+    common = dict(root=d.root, seed=cfg.seed, on_bad_image=d.on_bad_image, **d.options)
+    train = load_dataset(d.name, split="train", transform=train_tf, **common)
+    test = load_dataset(d.name, split="test", transform=test_tf, **common)
+    train_eval = load_dataset(d.name, split="train", transform=test_tf, **common)
+    return Datasets(train=train, test=test, train_eval=train_eval, in_channels=1 if small else 3)
+
+
+def build_model(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
+    from smartmine.models import build_embedder
+
+    options = dict(cfg.model.options)
+    if cfg.model.backbone == "small_cnn":
+        options.setdefault("in_channels", in_channels)
+    return build_embedder(
+        cfg.model.backbone,
+        embedding_dim=cfg.model.embedding_dim,
+        pretrained=cfg.model.pretrained,
+        freeze_bn=cfg.model.freeze_bn,
+        **options,
+    )
+
+
+def build_loss(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Return ``(objective, main_loss)``: the weighted sum that is optimised, and its main (triplet-type) term."""
+    from smartmine.losses import (
+        ContrastiveLoss,
+        GlobalLoss,
+        MarginLoss,
+        RatioTripletLoss,
+        TripletLoss,
+        WeightedSumLoss,
+    )
+
+    lc = cfg.loss
+    main: torch.nn.Module
+    if lc.name == "ratio_triplet":
+        main = RatioTripletLoss(margin=lc.margin)
+    elif lc.name == "triplet":
+        main = TripletLoss(margin=lc.margin, squared=lc.squared)
+    elif lc.name == "margin":
+        main = MarginLoss(
+            alpha=lc.margin,
+            beta=lc.beta,
+            nu=lc.nu,
+            num_classes=num_classes if lc.beta_per_class else None,
+            learn_beta=lc.learn_beta,
+        )
+    else:
+        main = ContrastiveLoss(margin=lc.margin)
+    terms = {lc.name: (main, 1.0)}
+    if lc.global_weight > 0:
+        terms["global"] = (GlobalLoss(lam=lc.global_lambda, t=lc.global_t), lc.global_weight)
+    return WeightedSumLoss(terms), main
+
+
+def build_in_batch_miner(cfg: RunConfig, seed: int):
+    from smartmine.miners import DistanceWeightedMiner, HardMiner, RandomMiner, SemiHardMiner
+
+    m = cfg.mining
+    if m.strategy == "random":
+        return RandomMiner(seed=seed, max_triplets=m.max_triplets)
+    if m.strategy == "semihard":
+        return SemiHardMiner(seed=seed, max_triplets=m.max_triplets)
+    if m.strategy == "hard":
+        return HardMiner(seed=seed, max_triplets=m.max_triplets)
+    if m.strategy == "distance_weighted":
+        return DistanceWeightedMiner(
+            cutoff=m.cutoff, nonzero_loss_cutoff=m.nonzero_loss_cutoff, seed=seed, max_triplets=m.max_triplets
+        )
+    raise ConfigError(f"mining.strategy: '{m.strategy}' is not an in-batch strategy")
+
+
+def index_factory(cfg: RunConfig, device: torch.device):
+    """A zero-argument callable that returns a fresh neighbour index of the configured kind."""
+    kind = cfg.mining.index
+    seed = cfg.seed
+    if kind == "exact":
+        from smartmine.index.exact import ExactIndex
+
+        return lambda: ExactIndex(device=device)
+    if kind == "fanng":
+        from smartmine.index.fanng import FanngIndex
+
+        return lambda: FanngIndex(seed=seed)
+    from smartmine.index.faiss_index import FaissIndex
+
+    return lambda: FaissIndex(kind="hnsw")
+
+
+def build_smart_miner(cfg: RunConfig, device: torch.device):
+    from smartmine.smart import AdaptiveKappa, SmartMiner
+
+    m = cfg.mining
+    controller = AdaptiveKappa(
+        kappa0=m.kappa, target_error=m.target_error, window=m.window, kappa_min=m.kappa_min, kappa_max=m.kappa_max
+    )
+    return SmartMiner(
+        index_factory=index_factory(cfg, device),
+        k=m.k,
+        kappa_controller=controller,
+        adaptive=m.adaptive,
+        kappa=m.kappa,
+        warmup_epochs=m.warmup_epochs,
+        mined_fraction=m.mined_fraction,
+        selection=m.selection,
+        margin=cfg.loss.margin,
+        triplets_per_epoch=m.triplets_per_epoch,
+        seed=cfg.seed,
+    )
+
+
+def build_optimizers(cfg: RunConfig, model: torch.nn.Module, loss: torch.nn.Module):
+    """The model optimiser (backbone and head groups) and, when β is learned, β's own SGD optimiser."""
+    o = cfg.optim
+    groups = model.parameter_groups(lr=o.lr, head_lr_mult=o.head_lr_mult, weight_decay=o.weight_decay)
+    if o.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    elif o.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    optimizers = {"model": opt}
+    betas = list(loss.beta_parameters()) if hasattr(loss, "beta_parameters") else []
+    if betas:
+        optimizers["beta"] = torch.optim.SGD(betas, lr=cfg.loss.beta_lr, momentum=0.9, weight_decay=0.0)
+    return optimizers
+
+
+def build_schedulers(cfg: RunConfig, optimizers: dict) -> dict:
+    o = cfg.optim
+    if o.schedule == "none":
+        return {}
+    out = {}
+    for name, opt in optimizers.items():
+        if o.schedule == "step":
+            out[name] = torch.optim.lr_scheduler.StepLR(opt, step_size=o.step_size, gamma=o.gamma)
+        else:
+            out[name] = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones), gamma=o.gamma)
+    return out
+
+
+def anchor_eligible_classes(labels: np.ndarray) -> np.ndarray:
+    """Classes with at least two images (a single-image class gives no positive pair: never an anchor)."""
+    counts = np.bincount(labels)
+    return np.flatnonzero(counts >= 2)

@@ -1,0 +1,396 @@
+"""Run configuration: nested dataclasses loaded from YAML, validated before any work starts.
+
+Unknown or mistyped keys are errors that name the key and suggest the nearest valid one; ``--set section.key=value``
+overrides are parsed as YAML scalars (``--set train.epochs=3``, ``--set mining.k=null``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key (``section.key``) and, where known, the file."""
+
+
+@dataclass
+class DataConfig:
+    """What to train and evaluate on."""
+
+    name: str = "glyphs"
+    """Dataset: glyphs | digits | cub100 | cub200 | cars196 | sop | inshop | folder | csv."""
+    root: str | None = None
+    """Dataset root folder (or CSV file for ``csv``); not needed for glyphs and digits."""
+    options: dict = field(default_factory=dict)
+    """Extra keyword arguments passed to the dataset loader (e.g. glyphs' ``variants_per_face``)."""
+    image_size: int = 224
+    """Crop size for photo datasets (resize is ``image_size * 8 / 7``, as 256 → 224)."""
+    augment: bool = True
+    """Random resized crop + flip for photos at training time (small grayscale data: light shifts)."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the main process; bit-for-bit repeatable on CPU)."""
+    on_bad_image: str = "fail"
+    """fail: stop naming the file; skip: drop unreadable images when the dataset is built and count them."""
+    eval_batch_size: int = 256
+    """Batch size of the embedding passes (evaluation and smart mining)."""
+
+
+@dataclass
+class ModelConfig:
+    """Backbone + linear embedding head + L2 normalisation."""
+
+    backbone: str = "small_cnn"
+    """small_cnn | googlenet | resnet50 | efficientnet_lite0 | timm:<name>."""
+    pretrained: bool = False
+    """Load ImageNet weights (efficientnet_lite0 ships them offline; others need cached weights)."""
+    embedding_dim: int = 64
+    freeze_bn: bool = False
+    """Keep batch-norm layers of the backbone in inference mode with frozen parameters."""
+    options: dict = field(default_factory=dict)
+    """Extra keyword arguments for the backbone builder (e.g. small_cnn's ``in_channels``)."""
+
+
+@dataclass
+class LossConfig:
+    """The training objective: a main loss plus an optional global loss term."""
+
+    name: str = "ratio_triplet"
+    """ratio_triplet (Smart Mining Eq. 2) | triplet (difference hinge) | margin (Sampling Matters) | contrastive."""
+    margin: float = 0.2
+    """Triplet margin m; α of the margin loss; α of the contrastive loss."""
+    squared: bool = False
+    """Squared distances in the difference-hinge triplet loss (FaceNet form)."""
+    global_weight: float = 1.0
+    """Weight w_g of the global loss (0 disables it)."""
+    global_lambda: float = 1.0
+    global_t: float = 0.01
+    beta: float = 1.2
+    """Initial boundary β of the margin loss."""
+    nu: float = 0.0
+    learn_beta: bool = True
+    beta_per_class: bool = True
+    """One β per training class (else a single scalar)."""
+    beta_lr: float = 0.1
+    """Learning rate of β (SGD, momentum 0.9, no weight decay, as the reference code)."""
+
+
+@dataclass
+class MiningConfig:
+    """How triplets are chosen."""
+
+    strategy: str = "smart"
+    """smart (dataset-wide, Algorithm 1) | random | semihard | hard | distance_weighted (in-batch)."""
+    classes_per_batch: int = 16
+    """P of the P×K batches of in-batch strategies."""
+    samples_per_class: int = 4
+    """K of the P×K batches of in-batch strategies."""
+    graph_batches: bool = False
+    """Compose P×K batches from classes that the k-NN graph says are confused with each other (ours)."""
+    cutoff: float = 0.5
+    nonzero_loss_cutoff: float = 1.4
+    max_triplets: int | None = None
+    """Cap on triplets per batch for in-batch miners (None: no cap)."""
+    index: str = "fanng"
+    """Neighbour index of smart mining: exact | fanng | faiss."""
+    k: int | None = None
+    """Neighbours per point (None: max(64, 2 × the largest training class))."""
+    kappa: float = 16.0
+    """κ₀ (initial, or fixed when adaptive is false)."""
+    adaptive: bool = True
+    target_error: float = 0.5
+    window: int = 5
+    kappa_min: float = 1.0
+    """κ floor (below 1 admits negatives inside the nearest-positive radius)."""
+    kappa_max: float = 256.0
+    warmup_epochs: int = 2
+    """Epochs of random triplets before smart mining starts."""
+    mined_fraction: float = 0.5
+    """Fraction p of each epoch's triplets that are mined (the rest random)."""
+    selection: str = "strict"
+    """strict (Algorithm 1, paper) | margin_aware (ours: keep mining triplets that still carry loss)."""
+    error_counts: str = "all"
+    """Which triplets the controller's training error counts: all | mined."""
+    embedding_source: str = "fresh"
+    """fresh (an inference pass over the training set) | cache (last epoch's training forward passes, ours)."""
+    triplets_per_batch: int = 32
+    triplets_per_epoch: int | None = None
+    """Triplets per smart-mining epoch (None: one per training image)."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: str = "adamw"
+    """sgd | adam | adamw."""
+    lr: float = 1e-3
+    head_lr_mult: float = 10.0
+    """Learning-rate multiplier of the embedding head (×10 in Smart Mining)."""
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "none"
+    """none | step (multiply by gamma every step_size epochs) | multistep (at milestones)."""
+    step_size: int = 3
+    gamma: float = 0.5
+    milestones: list = field(default_factory=list)
+    grad_clip: float | None = None
+    """Clip the gradient norm to this value (None: no clipping)."""
+
+
+@dataclass
+class TrainConfig:
+    """The loop."""
+
+    epochs: int = 8
+    eval_every: int = 1
+    """Evaluate on the test split every N epochs (and always after the last)."""
+    amp: bool = False
+    """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    on_nonfinite: str = "stop"
+    """stop: a NaN/inf loss stops the run naming batch and term; skip: skip the batch and count it."""
+    best_metric: str = "recall@1"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    ks: list = field(default_factory=lambda: [1, 2, 4, 8])
+    compute_nmi: bool = True
+    raw_pixel_baseline: bool = False
+    """Also evaluate the raw pixels of the test split (written to baseline.json)."""
+
+
+@dataclass
+class RunConfig:
+    """A whole run: ``smartmine train CONFIG`` reads one of these from YAML."""
+
+    seed: int = 0
+    run_dir: str = "runs/run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.name": ("glyphs", "digits", "cub100", "cub200", "cars196", "sop", "inshop", "folder", "csv"),
+    "data.on_bad_image": ("fail", "skip"),
+    "loss.name": ("ratio_triplet", "triplet", "margin", "contrastive"),
+    "mining.strategy": ("smart", "random", "semihard", "hard", "distance_weighted"),
+    "mining.index": ("exact", "fanng", "faiss"),
+    "mining.selection": ("strict", "margin_aware"),
+    "mining.error_counts": ("all", "mined"),
+    "mining.embedding_source": ("fresh", "cache"),
+    "optim.optimizer": ("sgd", "adam", "adamw"),
+    "optim.schedule": ("none", "step", "multistep"),
+    "train.on_nonfinite": ("stop", "skip"),
+}
+
+POSITIVE: tuple[str, ...] = (
+    "data.image_size", "data.eval_batch_size", "model.embedding_dim", "mining.classes_per_batch",
+    "mining.triplets_per_batch", "mining.window", "optim.lr", "optim.step_size", "train.epochs", "train.eval_every",
+    "mining.kappa", "mining.kappa_max", "mining.kappa_min",
+)
+NON_NEGATIVE: tuple[str, ...] = (
+    "data.num_workers", "mining.warmup_epochs", "loss.margin", "loss.global_weight", "optim.weight_decay",
+    "optim.head_lr_mult", "loss.nu",
+)
+FRACTIONS: tuple[str, ...] = ("mining.mined_fraction", "mining.target_error", "optim.momentum")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if tp is list or origin is list:
+        if isinstance(value, list | tuple):
+            return list(value)
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"{prefix}{key}"
+        if key not in types_:
+            raise ConfigError(f"unknown key '{where}'{_suggest(str(key), list(types_))}")
+        tp = types_[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value if value is not None else {}, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check value ranges and choices; raise :class:`ConfigError` naming the key."""
+    for key, choices in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{hint}")
+    for key in POSITIVE:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
+    for key in NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {_get(cfg, key)}")
+    for key in FRACTIONS:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"{key}: must lie in [0, 1], got {_get(cfg, key)}")
+    m = cfg.mining
+    if m.samples_per_class < 2:
+        raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
+    if m.kappa_min > m.kappa_max:
+        raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
+    if cfg.mining.k is not None and cfg.mining.k < 1:
+        raise ConfigError(f"mining.k: must be >= 1 or null, got {cfg.mining.k}")
+    if cfg.mining.triplets_per_epoch is not None and cfg.mining.triplets_per_epoch < 1:
+        raise ConfigError(f"mining.triplets_per_epoch: must be >= 1 or null, got {cfg.mining.triplets_per_epoch}")
+    if cfg.optim.grad_clip is not None and cfg.optim.grad_clip <= 0:
+        raise ConfigError(f"optim.grad_clip: must be positive or null, got {cfg.optim.grad_clip}")
+    if not cfg.eval.ks or any((not isinstance(k, int)) or isinstance(k, bool) or k < 1 for k in cfg.eval.ks):
+        raise ConfigError(f"eval.ks: expected a non-empty list of positive integers, got {cfg.eval.ks}")
+    if cfg.data.name in ("cub200", "cars196", "sop", "inshop", "folder", "csv") and not cfg.data.root:
+        raise ConfigError(f"data.root: dataset '{cfg.data.name}' needs a root path")
+    if cfg.data.root and cfg.data.name not in ("glyphs", "digits") and not Path(cfg.data.root).expanduser().exists():
+        raise ConfigError(f"data.root: '{cfg.data.root}' does not exist")
+    if cfg.loss.name == "margin" and cfg.mining.strategy == "smart" and cfg.loss.global_weight < 0:
+        raise ConfigError("loss.global_weight: must be >= 0")  # pragma: no cover - covered by NON_NEGATIVE
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value in YAML syntax) into ``(["section", "key"], value)``."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({exc})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of the raw mapping with ``--set`` overrides applied (validated later with the whole config)."""
+    out = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(raw: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def config_from_dict(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a mapping plus ``--set`` overrides."""
+    merged = apply_overrides(raw or {}, list(overrides))
+    return validate(_from_dict(RunConfig, merged, ""))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config file, apply overrides, validate. Errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    try:
+        return config_from_dict(raw, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    """Plain nested dict (for YAML dumps and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
