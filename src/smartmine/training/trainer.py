@@ -6,10 +6,13 @@ One object owns the loop; miners, losses, indexes and metrics are plain objects 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +33,15 @@ from smartmine.training.run_log import write_metrics_csv
 # Keys that may differ between a checkpoint's config and the config that resumes it.
 RESUME_MAY_DIFFER = ("train.epochs", "run_dir", "train.progress", "data.num_workers", "data.eval_batch_size",
                      "train.eval_every")
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash-safety tests: ``SMARTMINE_FAULT=<name>`` SIGKILLs this process at ``name``.
+
+    Names: ``batch:<epoch>:<batch>``, ``mining:<epoch>``, ``after_checkpoint:<epoch>``. Unset in normal use.
+    """
+    if os.environ.get("SMARTMINE_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class TrainingError(RuntimeError):
@@ -216,6 +228,7 @@ class Trainer:
             self.history.append(row)
             # Checkpoint first, then the CSV: a kill in between is repaired on resume from the checkpoint's history.
             self._save(epoch, best=is_best)
+            fault_point(f"after_checkpoint:{epoch}")
             if self.dist.is_main:
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
                 self.log(self._summary(row))
@@ -335,8 +348,10 @@ class Trainer:
         emb = None
         if epoch > m.warmup_epochs:
             emb = self._training_embeddings(row)
+        fault_point(f"mining:{epoch}")
         plan, stats = self.smart.plan_epoch(emb, self.train_labels, epoch - 1)
         row.update(_smart_stats(stats))
+        self._check_same_plan(plan, epoch)
         row["mining_seconds"] = row.get("embed_seconds", 0.0) + sum(
             row.get(k, 0.0) or 0.0 for k in ("index_seconds", "search_seconds", "selection_seconds")
         )
@@ -355,6 +370,20 @@ class Trainer:
 
         return gen(), len(triplet_batches)
 
+    def _check_same_plan(self, plan, epoch: int) -> None:
+        """Under torch.distributed every rank must have mined the identical plan (same embeddings, seed and κ)."""
+        if not self.dist.enabled:
+            return
+        import torch.distributed as dist
+
+        h = hashlib.sha256()
+        for part in (plan.a, plan.p, plan.n):
+            h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        digests: list = [None] * self.dist.world_size
+        dist.all_gather_object(digests, h.hexdigest())
+        if len(set(digests)) != 1:
+            raise TrainingError(f"epoch {epoch}: ranks mined different triplet plans ({digests})")
+
     def _run_batches(self, epoch: int, batches: Iterator, total: int) -> dict:
         cfg = self.cfg
         stats = {"loss_sum": 0.0, "batches": 0, "err_num": 0.0, "err_den": 0.0, "images": 0, "skipped": 0,
@@ -364,6 +393,7 @@ class Trainer:
                    disable=not (cfg.train.progress and self.dist.is_main))
         t0 = time.perf_counter()
         for b, (images, labels, idx, triplets_or_miner, counted) in enumerate(batches):
+            fault_point(f"batch:{epoch}:{b}")
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
