@@ -1,0 +1,25 @@
+"""Dataset-wide smart mining [SM]: Algorithm 1 triplet selection, the adaptive κ controller, the epoch-level miner,
+its triplet plan and embedding cache, and graph-composed P×K batches."""
+
+from smartmine.smart.controller import AdaptiveKappa, KappaRecord, training_error
+from smartmine.smart.graph_batches import GraphPKBatchSampler, class_confusion
+from smartmine.smart.miner import EmbeddingCache, SmartMiner, default_k
+from smartmine.smart.plan import TripletBatch, TripletPlan, build_epoch_plan, random_triplets
+from smartmine.smart.selection import SelectionResult, select_triplets
+
+__all__ = [
+    "AdaptiveKappa",
+    "EmbeddingCache",
+    "GraphPKBatchSampler",
+    "KappaRecord",
+    "SelectionResult",
+    "SmartMiner",
+    "TripletBatch",
+    "TripletPlan",
+    "build_epoch_plan",
+    "class_confusion",
+    "default_k",
+    "random_triplets",
+    "select_triplets",
+    "training_error",
+]

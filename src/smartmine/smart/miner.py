@@ -1,0 +1,283 @@
+"""The epoch-level smart miner of [SM] and the embedding cache that can feed it.
+
+:class:`SmartMiner` turns the embeddings of the whole training set into the triplet plan of one epoch
+(ALGORITHMS.md §3): neighbour index → ``k`` nearest neighbours of every point → Algorithm 1 with the current κ →
+a shuffled mix of mined and random triplets. The first ``warmup_epochs`` epochs are all random (no index).
+
+:class:`EmbeddingCache` (our addition) collects the embeddings computed by the training forward passes of an epoch,
+so that the next epoch can be mined from them (stale by at most one epoch) instead of a separate inference pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from smartmine._validation import ArrayLike, check_embeddings, check_labels, check_positive_int
+from smartmine.index.base import NeighbourIndex
+from smartmine.smart.controller import AdaptiveKappa
+from smartmine.smart.plan import TripletPlan, build_epoch_plan
+from smartmine.smart.selection import SELECTION_MODES, select_triplets
+
+
+def default_index_factory() -> NeighbourIndex:
+    """A fresh exact (brute-force, torch) index on the CPU."""
+    from smartmine.index.exact import ExactIndex
+
+    return ExactIndex()
+
+
+def default_k(labels: np.ndarray) -> int:
+    """ALGORITHMS.md §3 default neighbour count ``max(64, 2 × largest class)``, capped at ``N − 1``."""
+    n = labels.shape[0]
+    largest = int(np.unique(labels, return_counts=True)[1].max()) if n else 0
+    return max(1, min(max(64, 2 * largest), n - 1))
+
+
+class SmartMiner:
+    """Dataset-wide smart mining: one triplet plan per epoch from the training set's neighbour lists.
+
+    Args:
+        index_factory: zero-argument callable returning a fresh :class:`~smartmine.index.base.NeighbourIndex`
+            (default: :func:`default_index_factory`, exact search on the CPU). A new index is built every epoch.
+        k: neighbours per point (default ``None``: ``max(64, 2 × largest class)``), capped at ``N − 1``.
+        kappa_controller: the κ controller used when ``adaptive`` (default: ``AdaptiveKappa()``).
+        adaptive: steer κ with the controller (default True) or keep the fixed ``kappa``.
+        kappa: fixed κ when not adaptive (default 16).
+        warmup_epochs: leading epochs trained on random triplets only (default 2, as [SM]).
+        mined_fraction: fraction ``p`` of mined triplets in a plan (default 0.5).
+        selection: ``"strict"`` (default, the paper) or ``"margin_aware"`` (see :func:`select_triplets`).
+        margin: triplet margin ``m`` of the margin-aware rule (default 0.2).
+        triplets_per_epoch: plan length (default ``None``: ``N``, one triplet per training image).
+        triplets_per_anchor: Algorithm 1 slots per anchor (default 1).
+        seed: base seed; the randomness of epoch ``e`` depends only on ``(seed, e)``, so plans are reproducible and
+            identical on every distributed rank that passes the same embeddings.
+    """
+
+    def __init__(
+        self,
+        index_factory: Callable[[], NeighbourIndex] = default_index_factory,
+        k: int | None = None,
+        kappa_controller: AdaptiveKappa | None = None,
+        adaptive: bool = True,
+        kappa: float = 16.0,
+        warmup_epochs: int = 2,
+        mined_fraction: float = 0.5,
+        selection: str = "strict",
+        margin: float = 0.2,
+        triplets_per_epoch: int | None = None,
+        triplets_per_anchor: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if not callable(index_factory):
+            raise ValueError("index_factory: expected a zero-argument callable returning a NeighbourIndex")
+        self.index_factory = index_factory
+        self.k = None if k is None else check_positive_int(k, "k")
+        self.controller = kappa_controller if kappa_controller is not None else AdaptiveKappa()
+        if not isinstance(self.controller, AdaptiveKappa):
+            raise ValueError(f"kappa_controller: expected an AdaptiveKappa, got {type(self.controller).__name__}")
+        self.adaptive = bool(adaptive)
+        self.fixed_kappa = float(kappa)
+        if not (np.isfinite(self.fixed_kappa) and self.fixed_kappa > 0):
+            raise ValueError(f"kappa: expected a finite value > 0, got {kappa}")
+        self.warmup_epochs = check_positive_int(warmup_epochs, "warmup_epochs", minimum=0)
+        self.mined_fraction = float(mined_fraction)
+        if not 0.0 <= self.mined_fraction <= 1.0:
+            raise ValueError(f"mined_fraction: expected a value in [0, 1], got {mined_fraction}")
+        if selection not in SELECTION_MODES:
+            raise ValueError(f"selection: expected one of {SELECTION_MODES}, got {selection!r}")
+        self.selection = selection
+        self.margin = float(margin)
+        if not (np.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
+        self.triplets_per_epoch = (
+            None if triplets_per_epoch is None else check_positive_int(triplets_per_epoch, "triplets_per_epoch")
+        )
+        self.triplets_per_anchor = check_positive_int(triplets_per_anchor, "triplets_per_anchor")
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self._last_plan_mined = False
+        self.last_selection = None
+
+    @property
+    def kappa(self) -> float:
+        """The κ the next mined epoch uses."""
+        return self.controller.kappa if self.adaptive else self.fixed_kappa
+
+    def is_warmup(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) is a random warm-up epoch."""
+        return epoch < self.warmup_epochs
+
+    def plan_epoch(self, embeddings: ArrayLike | None, labels: ArrayLike, epoch: int) -> tuple[TripletPlan, dict]:
+        """The triplet plan of ``epoch`` (0-based) and its statistics.
+
+        Args:
+            embeddings: ``(N, D)`` finite embeddings of the whole training set (NumPy or torch, any device), taken
+                with the current network; may be ``None`` during warm-up epochs.
+            labels: ``(N,)`` integer labels.
+            epoch: 0-based epoch number (warm-up when ``epoch < warmup_epochs``).
+
+        Returns:
+            ``(plan, stats)``; ``stats`` holds ``epoch``, ``warmup``, ``kappa`` (the κ used, ``None`` in warm-up),
+            ``k``, ``anchors_with_negatives``, ``anchors_mined``, ``anchors_without_positive``,
+            ``available_mined`` (triplets Algorithm 1 produced), ``mined_triplets``, ``random_triplets``,
+            ``shortfall`` (requested mined triplets replaced by random ones), ``random_positives``,
+            ``index_seconds``, ``search_seconds``, ``selection_seconds``.
+
+        Raises:
+            ValueError: NaN/inf or mis-shaped embeddings, fewer than 2 points, no class with two images, or a single
+                class (no negatives exist).
+        """
+        epoch = check_positive_int(epoch, "epoch", minimum=0)
+        lab = check_labels(labels).cpu().numpy()
+        n = lab.shape[0]
+        if n < 2:
+            raise ValueError(f"labels: smart mining needs at least 2 training points, got {n}")
+        if np.unique(lab).size < 2:
+            raise ValueError("labels: the whole training set is one class, so no triplet has a negative")
+        num_triplets = self.triplets_per_epoch if self.triplets_per_epoch is not None else n
+        rng = np.random.default_rng([self.seed, epoch])
+        stats: dict[str, Any] = {
+            "epoch": epoch, "warmup": True, "kappa": None, "k": None, "anchors_with_negatives": 0,
+            "anchors_mined": 0, "anchors_without_positive": None, "available_mined": 0, "random_positives": 0,
+            "index_seconds": 0.0, "search_seconds": 0.0, "selection_seconds": 0.0,
+        }  # fmt: skip
+
+        selection = None
+        if not self.is_warmup(epoch):
+            if embeddings is None:
+                raise ValueError(f"embeddings: required for mined epoch {epoch} (warm-up ends at {self.warmup_epochs})")
+            emb = check_embeddings(embeddings, "embeddings", min_rows=2)
+            if emb.shape[0] != n:
+                raise ValueError(f"embeddings: {emb.shape[0]} rows do not match {n} labels")
+            k = min(self.k, n - 1) if self.k is not None else default_k(lab)
+            kappa = self.kappa
+            t0 = time.perf_counter()
+            index = self.index_factory()
+            index.build(emb)
+            t1 = time.perf_counter()
+            sq_dist, nbr = index.neighbours(k)
+            t2 = time.perf_counter()
+            selection = select_triplets(
+                nbr, sq_dist, lab, kappa, rng,
+                triplets_per_anchor=self.triplets_per_anchor, selection=self.selection, margin=self.margin,
+            )  # fmt: skip
+            t3 = time.perf_counter()
+            stats.update(
+                warmup=False, kappa=kappa, k=k,
+                anchors_with_negatives=int(np.count_nonzero(selection.num_valid_negatives)),
+                anchors_mined=selection.num_anchors_mined,
+                anchors_without_positive=selection.num_without_positive,
+                available_mined=selection.num_triplets, random_positives=selection.num_random_positives,
+                index_seconds=t1 - t0, search_seconds=t2 - t1, selection_seconds=t3 - t2,
+            )  # fmt: skip
+        fraction = 0.0 if selection is None else self.mined_fraction
+        plan = build_epoch_plan(selection, lab, num_triplets, fraction, rng)
+        stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall)
+        self._last_plan_mined = selection is not None
+        self.last_selection = selection
+        return plan, stats
+
+    def update_error(self, error: float) -> float:
+        """Report the training error of the epoch just trained and return the κ for the next mined epoch.
+
+        Forwarded to the controller only when adaptive and when the last plan was mined: the error of a random
+        warm-up epoch says nothing about κ and would corrupt the controller's fit.
+        """
+        error = float(error)
+        if not (np.isfinite(error) and 0.0 <= error <= 1.0):
+            raise ValueError(f"error: expected a finite fraction in [0, 1], got {error}")
+        if self.adaptive and self._last_plan_mined:
+            return self.controller.update(error)
+        return self.kappa
+
+    def state_dict(self) -> dict[str, Any]:
+        """Resumable state: controller, fixed κ, seed and whether the last plan was mined."""
+        return {
+            "controller": self.controller.state_dict(),
+            "fixed_kappa": self.fixed_kappa,
+            "seed": self.seed,
+            "last_plan_mined": self._last_plan_mined,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.controller.load_state_dict(state["controller"])
+        self.fixed_kappa = float(state["fixed_kappa"])
+        self.seed = check_positive_int(state["seed"], "state['seed']", minimum=0)
+        self._last_plan_mined = bool(state["last_plan_mined"])
+
+    def __repr__(self) -> str:
+        return (
+            f"SmartMiner(kappa={self.kappa:g}, adaptive={self.adaptive}, k={self.k}, warmup_epochs={self.warmup_epochs}"
+            f", mined_fraction={self.mined_fraction:g}, selection={self.selection!r})"
+        )
+
+
+class EmbeddingCache:
+    """Training-set embeddings collected from the forward passes of the epoch (our addition to [SM]).
+
+    Call :meth:`update` with every training batch's dataset indices and embeddings; after the epoch, :meth:`get`
+    returns the ``(N, D)`` matrix to mine the next epoch from, each row at most ``max_age`` epochs old (default 1:
+    written during the epoch just finished). Rows the epoch did not visit (a triplet plan need not touch every image)
+    make the cache incomplete: :meth:`missing` lists them so the caller can embed just those.
+
+    Args:
+        num_items: ``N``, training-set size.
+        dim: ``D``, embedding dimension.
+    """
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        self.num_items = check_positive_int(num_items, "num_items")
+        self.dim = check_positive_int(dim, "dim")
+        self._emb = np.zeros((self.num_items, self.dim), np.float32)
+        self._stamp = np.full(self.num_items, -1, np.int64)  # epoch counter at the last write, -1 = never
+        self._epoch = 0
+
+    def new_epoch(self) -> None:
+        """Start a new epoch: rows written before now age by one epoch."""
+        self._epoch += 1
+
+    def update(self, indices: ArrayLike, embeddings: ArrayLike) -> None:
+        """Store ``embeddings`` (``(B, D)``, NumPy or torch) at dataset rows ``indices`` (``(B,)``); a repeated
+        index keeps its last row."""
+        idx = np.asarray(indices.detach().cpu() if isinstance(indices, torch.Tensor) else indices).reshape(-1)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"indices: expected integer dataset indices, got dtype {idx.dtype}")
+        emb = check_embeddings(embeddings, "embeddings")
+        if emb.shape[0] != idx.shape[0] or emb.shape[1] != self.dim:
+            raise ValueError(
+                f"embeddings: expected shape ({idx.shape[0]}, {self.dim}) for {idx.shape[0]} indices, "
+                f"got {tuple(emb.shape)}"
+            )
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_items):
+            raise ValueError(f"indices: must lie in [0, {self.num_items}), got [{idx.min()}, {idx.max()}]")
+        self._emb[idx] = emb.detach().cpu().float().numpy()
+        self._stamp[idx] = self._epoch
+
+    def missing(self, max_age: int = 1) -> np.ndarray:
+        """Sorted dataset indices never written or older than ``max_age`` epochs (0 = written this epoch)."""
+        max_age = check_positive_int(max_age, "max_age", minimum=0)
+        stale = (self._stamp < 0) | (self._epoch - self._stamp > max_age)
+        return np.nonzero(stale)[0]
+
+    def complete(self, max_age: int = 1) -> bool:
+        """Whether every row is filled and at most ``max_age`` epochs old."""
+        return self.missing(max_age).size == 0
+
+    def get(self, max_age: int = 1) -> np.ndarray:
+        """The ``(N, D)`` float32 matrix (a copy); ``ValueError`` if some row is missing or too old."""
+        miss = self.missing(max_age)
+        if miss.size:
+            raise ValueError(
+                f"EmbeddingCache: {miss.size} of {self.num_items} rows are unfilled or older than {max_age} epoch(s) "
+                f"(first: {miss[:5].tolist()}); embed them and call update() first"
+            )
+        return self._emb.copy()
+
+    def clear(self) -> None:
+        """Forget every row."""
+        self._stamp[:] = -1
