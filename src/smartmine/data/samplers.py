@@ -12,7 +12,7 @@ negatives in every batch. Unlike samplers that draw ``K`` images of random class
 3. shuffle the batch order; with ``num_replicas > 1`` rank ``r`` takes batches ``r, r + R, r + 2R, …``.
 
 A class with a single image cannot give a positive pair: such classes are excluded (see ``excluded_classes``).
-A class with fewer than ``K`` images repeats some of its images inside its chunk.
+A class with fewer than ``K`` images cycles through its images to fill its chunk (every image, fewest repeats).
 """
 
 from __future__ import annotations
@@ -129,8 +129,7 @@ class PKBatchSampler(Sampler[list[int]]):
         while spare > 0:
             room = [c for c in rng.permutation(len(chunks)) if len(chunks[c]) < nb]
             for c in room[:spare]:
-                members = self._members[c]
-                chunks[c].append(rng.choice(members, size=k, replace=len(members) < k))
+                chunks[c].append(self._extra_chunk(rng, self._members[c], k))
             spare -= min(spare, len(room))
 
         # 3. Deal the chunks class by class onto slots s -> batch s % nb: a class's chunks occupy consecutive slots,
@@ -145,9 +144,18 @@ class PKBatchSampler(Sampler[list[int]]):
 
     @staticmethod
     def _pad(rng: np.random.Generator, perm: np.ndarray, chunk: np.ndarray, missing: int) -> np.ndarray:
-        """``missing`` further images of the chunk's class: ones not yet in the chunk when there are enough."""
+        """``missing`` further images of the chunk's class, none already in the chunk when the class has enough."""
         others = perm[: len(perm) - len(chunk)]  # the last chunk is the tail of the permutation
-        return rng.choice(others if len(others) >= missing else perm, size=missing, replace=len(others) < missing)
+        if len(others) >= missing:
+            return rng.choice(others, size=missing, replace=False)
+        return np.resize(perm, len(perm) + missing)[len(perm) :]  # class smaller than K: cycle through it
+
+    @staticmethod
+    def _extra_chunk(rng: np.random.Generator, members: np.ndarray, k: int) -> np.ndarray:
+        """K random images of one class, distinct when it has K, else every image with the fewest repeats."""
+        if len(members) >= k:
+            return rng.choice(members, size=k, replace=False)
+        return np.resize(rng.permutation(members), k)
 
     def __repr__(self) -> str:
         return (
