@@ -141,3 +141,17 @@ def test_bad_labels_and_epoch():
         PKBatchSampler(np.array([], dtype=np.int64), 2, 2)
     with pytest.raises(ValueError, match="epoch"):
         PKBatchSampler(np.array([0, 0, 1, 1]), 2, 2).set_epoch(-1)
+
+
+def test_classes_mix_across_batches():
+    # 100 classes x 32 images, 16 x 4 batches: each class is in 8 batches with 15 partners each (120 partner
+    # slots); random mixing meets ~70 of the 99 other classes, a fixed grouping would meet far fewer.
+    labels = np.repeat(np.arange(100), 32)
+    sampler = PKBatchSampler(labels, 16, 4, seed=0)
+    partners: dict[int, set[int]] = {c: set() for c in range(100)}
+    for batch in sampler:
+        classes = set(labels[batch].tolist())
+        for c in classes:
+            partners[c] |= classes - {c}
+    assert len(sampler) == 50
+    assert min(len(v) for v in partners.values()) >= 45

@@ -6,10 +6,11 @@ negatives in every batch. Unlike samplers that draw ``K`` images of random class
 
 1. per eligible class, shuffle its images and cut them into chunks of ``K``; the last, short chunk is padded with
    other images of the same class (drawn from those not already in the chunk);
-2. fill ``P`` chunks of distinct classes into each batch; when the chunks don't fill the last batches exactly (or a
-   class has more chunks than there are batches, or the batches must split evenly over ``num_replicas``), extra
-   chunks of random classes are added, so a few images appear twice in an epoch, but none is left out;
-3. shuffle the batch order; with ``num_replicas > 1`` rank ``r`` takes batches ``r, r + R, r + 2R, …``.
+2. when the chunks don't fill the batches exactly (or a class has more chunks than there are batches, or the
+   batches must split evenly over ``num_replicas``), add extra chunks of random classes, so a few images appear
+   twice in an epoch, but none is left out;
+3. draw each batch's ``P`` distinct classes at random, weighted by their remaining chunks, and take one chunk of
+   each; with ``num_replicas > 1`` rank ``r`` takes batches ``r, r + R, r + 2R, …`` of this common plan.
 
 A class with a single image cannot give a positive pair: such classes are excluded (see ``excluded_classes``).
 A class with fewer than ``K`` images cycles through its images to fill its chunk (every image, fewest repeats).
@@ -132,15 +133,27 @@ class PKBatchSampler(Sampler[list[int]]):
                 chunks[c].append(self._extra_chunk(rng, self._members[c], k))
             spare -= min(spare, len(room))
 
-        # 3. Deal the chunks class by class onto slots s -> batch s % nb: a class's chunks occupy consecutive slots,
-        # at most nb of them, hence distinct batches; the class order is shuffled so batch contents vary by epoch.
-        batches: list[list[int]] = [[] for _ in range(nb)]
-        slot = 0
-        for c in rng.permutation(len(chunks)):
-            for chunk in chunks[c]:
-                batches[slot % nb].extend(int(i) for i in chunk)
-                slot += 1
-        return [batches[b] for b in rng.permutation(nb)]
+        # 3. Draw each batch's P classes at random, weighted by their remaining chunks. A class with as many chunks
+        # left as batches left ("tight") must be taken now, or it would need two chunks in one batch later; at most P
+        # classes are tight because the remaining chunks fill the remaining batches exactly, and at least P classes
+        # have chunks left because none has more than one per remaining batch, so every draw is feasible.
+        remaining = np.array([len(c) for c in chunks], dtype=np.int64)
+        used = np.zeros_like(remaining)
+        batches: list[list[int]] = []
+        for b in range(nb):
+            left = nb - b
+            tight = np.flatnonzero(remaining == left)
+            free = np.flatnonzero((remaining > 0) & (remaining < left))
+            weights = remaining[free] / remaining[free].sum() if free.size else None
+            picked = rng.choice(free, size=p - tight.size, replace=False, p=weights) if p > tight.size else []
+            chosen = rng.permutation(np.concatenate([tight, np.asarray(picked, dtype=np.int64)]))
+            batch: list[int] = []
+            for c in chosen:
+                batch.extend(int(i) for i in chunks[c][used[c]])
+                used[c] += 1
+                remaining[c] -= 1
+            batches.append(batch)
+        return batches
 
     @staticmethod
     def _pad(rng: np.random.Generator, perm: np.ndarray, chunk: np.ndarray, missing: int) -> np.ndarray:
