@@ -7,6 +7,10 @@ records and steers to ``κ_next = α·e_target + β``. Decisions (ALGORITHMS.md 
 holds fewer than two distinct κ, or the fit is degenerate (all errors equal) or has the wrong sign (α ≥ 0), take a
 multiplicative probing step (κ/2 when e < e_target, 2κ otherwise); always clamp to ``[kappa_min, kappa_max]``.
 ``kappa_min`` is the configurable κ floor and may be below 1.
+
+One refinement of ours: when no usable fit exists and the error is already within ``tolerance`` of the target, κ is
+kept (rule ``"hold"``). Without it a converged controller, whose window then holds (nearly) equal errors, i.e. a
+degenerate fit, would be kicked away from the right κ by a probing step.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ ERROR_COUNTS = ("all", "mined")
 @dataclass(frozen=True)
 class KappaRecord:
     """One controller step: the κ an epoch was mined with, its training error, the κ chosen next and the rule used
-    (``"fit"`` for the least-squares update, ``"step"`` for a multiplicative probing step)."""
+    (``"fit"`` least-squares update, ``"step"`` multiplicative probing step, ``"hold"`` κ kept at the target)."""
 
     kappa: float
     error: float
@@ -43,6 +47,7 @@ class AdaptiveKappa:
         window: number of most recent (κ, e) records the line is fitted to, >= 2 (default 5).
         kappa_min: κ floor, > 0 (default 1; values below 1 admit negatives inside the nearest-positive radius).
         kappa_max: κ ceiling (default 256).
+        tolerance: when no usable fit exists, errors within this distance of the target keep κ (default 0.01).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class AdaptiveKappa:
         window: int = 5,
         kappa_min: float = 1.0,
         kappa_max: float = 256.0,
+        tolerance: float = 0.01,
     ) -> None:
         kappa_min, kappa_max, kappa0 = float(kappa_min), float(kappa_max), float(kappa0)
         if not (math.isfinite(kappa_min) and kappa_min > 0):
@@ -65,6 +71,10 @@ class AdaptiveKappa:
         target_error = float(target_error)
         if not (0.0 < target_error < 1.0):
             raise ValueError(f"target_error: expected a value in (0, 1), got {target_error}")
+        tolerance = float(tolerance)
+        if not (0.0 <= tolerance < 1.0):
+            raise ValueError(f"tolerance: expected a value in [0, 1), got {tolerance}")
+        self.tolerance = tolerance
         self.kappa0 = kappa0
         self.target_error = target_error
         self.window = check_positive_int(window, "window", minimum=2)
@@ -98,7 +108,10 @@ class AdaptiveKappa:
             if fitted is not None:
                 nxt, rule = fitted, "fit"
         if nxt is None:
-            nxt = kappa / 2.0 if error < self.target_error else kappa * 2.0
+            if abs(error - self.target_error) <= self.tolerance:
+                nxt, rule = kappa, "hold"
+            else:
+                nxt = kappa / 2.0 if error < self.target_error else kappa * 2.0
         nxt = float(min(max(nxt, self.kappa_min), self.kappa_max))
         self._history.append(KappaRecord(kappa=kappa, error=error, next_kappa=nxt, rule=rule))
         self._kappa = nxt
@@ -126,6 +139,7 @@ class AdaptiveKappa:
             "window": self.window,
             "kappa_min": self.kappa_min,
             "kappa_max": self.kappa_max,
+            "tolerance": self.tolerance,
             "kappa": self._kappa,
             "history": [asdict(r) for r in self._history],
         }
@@ -138,6 +152,7 @@ class AdaptiveKappa:
             window=state["window"],
             kappa_min=state["kappa_min"],
             kappa_max=state["kappa_max"],
+            tolerance=state.get("tolerance", 0.01),
         )
         kappa = float(state["kappa"])
         if not (fresh.kappa_min <= kappa <= fresh.kappa_max):

@@ -226,7 +226,7 @@ def _check_neighbour_lists(neighbour_indices: ArrayLike, neighbour_sq_distances:
     # Algorithm 1 walks each list in order, so the lists must be sorted (padding counts as +inf).
     if idx.shape[1] > 1:
         d_chk = np.where(pad, np.inf, d2)
-        bad = np.diff(d_chk, axis=1) < 0
+        bad = d_chk[:, 1:] < d_chk[:, :-1]
         if bad.any():
             row = int(np.nonzero(bad.any(axis=1))[0][0])
             raise ValueError(
