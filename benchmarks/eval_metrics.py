@@ -1,0 +1,131 @@
+"""Benchmark: smartmine's ``retrieval_metrics`` against pytorch-metric-learning's ``AccuracyCalculator`` (faiss).
+
+Both compute P@1, R-precision and MAP@R of the same random embeddings in self-query mode (each item queries all
+others); smartmine additionally computes Recall@1/2/4/8. NMI is off by default for both (``--with-nmi`` turns it on:
+smartmine clusters with scikit-learn's KMeans, PML with faiss k-means, 20 iterations), because k-means with one
+cluster per class dominates everything else at SOP-like class counts.
+
+Data: ``N`` random 128-d Gaussian vectors, L2-normalised, float32. Labels are SOP-like: class sizes drawn uniformly
+from 2..12 (mean 7, so N=100,000 has about 14,300 classes), fixed seed. PML is run with ``k="max_bin_count"`` (what
+its docs ask for MAP@R; its default ``k=None`` searches all N-1 neighbours, an N × N result that cannot fit memory at
+100k).
+
+Every measurement runs in a fresh subprocess, so the peak resident memory (``ru_maxrss``) belongs to that one call;
+the table shows it next to the resident memory just before the call (interpreter, torch, the data), and the median
+wall time of the repeats (the timed region is only the metric call).
+
+    python benchmarks/eval_metrics.py            # N = 20k, 50k, 100k; 3 repeats each
+    python benchmarks/eval_metrics.py --quick    # N = 2k, 5k; 3 repeats (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DIM = 128
+METHODS = ("smartmine", "smartmine-faiss", "pml")
+
+
+def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` L2-normalised Gaussian 128-d vectors and SOP-like labels (class sizes uniform in 2..12)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 13, size=n // 2 + 1)
+    labels = np.repeat(np.arange(sizes.size), sizes)[:n]
+    rng.shuffle(labels)
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels.astype(np.int64)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def worker(method: str, n: int, with_nmi: bool) -> dict:
+    """One timed metric call in this (fresh) process; returns seconds, RSS before and peak RSS (MiB)."""
+    import torch
+
+    x, y = make_data(n)
+    if method.startswith("smartmine"):
+        from smartmine.evaluation.metrics import retrieval_metrics
+
+        backend = "faiss" if method == "smartmine-faiss" else "torch"
+
+        def call():
+            return retrieval_metrics(x, y, compute_nmi=with_nmi, backend=backend)
+
+    else:
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        include = ("precision_at_1", "r_precision", "mean_average_precision_at_r") + (("NMI",) if with_nmi else ())
+        calc = AccuracyCalculator(include=include, k="max_bin_count", device=torch.device("cpu"))
+
+        def call():
+            return calc.get_accuracy(x, y)
+
+    before = _rss_mib()
+    start = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    p1 = result.get("precision@1", result.get("precision_at_1"))
+    return {"seconds": seconds, "rss_before_mib": before, "peak_rss_mib": peak, "precision_at_1": p1}
+
+
+def measure(method: str, n: int, with_nmi: bool) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, str(n)] + (["--with-nmi"] if with_nmi else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (2k, 5k): a smoke run")
+    parser.add_argument("--sizes", type=int, nargs="+", help="override N (default 20000 50000 100000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median time is shown")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["smartmine", "pml"])
+    parser.add_argument("--with-nmi", action="store_true", help="include NMI (k-means) in both")
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.with_nmi)))
+        return
+
+    sizes = args.sizes or ([2000, 5000] if args.quick else [20000, 50000, 100000])
+    import torch
+
+    print(f"# retrieval_metrics vs pytorch-metric-learning AccuracyCalculator ({DIM}-d, SOP-like classes of 2-12)")
+    print(f"# {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+          f"repeats {args.repeats}, NMI {'on' if args.with_nmi else 'off'}\n")
+    print("| N | classes | method | median s | runs (s) | RSS before (MiB) | peak RSS (MiB) | P@1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        n_classes = np.unique(make_data(n)[1]).size
+        medians = {}
+        for method in args.methods:
+            runs = [measure(method, n, args.with_nmi) for _ in range(args.repeats)]
+            secs = [r["seconds"] for r in runs]
+            medians[method] = statistics.median(secs)
+            print(
+                f"| {n:,} | {n_classes:,} | {method} | {medians[method]:.2f} | "
+                f"{', '.join(f'{s:.2f}' for s in secs)} | {max(r['rss_before_mib'] for r in runs):.0f} | "
+                f"{max(r['peak_rss_mib'] for r in runs):.0f} | {runs[0]['precision_at_1']:.4f} |",
+                flush=True,
+            )
+        if "pml" in medians and "smartmine" in medians:
+            print(f"| {n:,} | | speed-up smartmine vs pml | {medians['pml'] / medians['smartmine']:.2f}x | | | | |")
+
+
+if __name__ == "__main__":
+    main()
