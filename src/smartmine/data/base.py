@@ -35,6 +35,10 @@ Transform = Callable[[Image.Image], torch.Tensor]
 ON_BAD_IMAGE: tuple[str, ...] = ("fail", "skip")
 
 
+class DatasetLayoutError(ValueError):
+    """A dataset root that is missing or does not have the expected layout (the message says what and where)."""
+
+
 def _to_unit_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> float32 tensor ``(C, H, W)`` in ``[0, 1]`` (what ``transform=None`` returns)."""
     arr = np.asarray(img, dtype=np.uint8)
@@ -54,6 +58,8 @@ class MetricDataset(Dataset):
         name, split: recorded for messages and reports.
         kind: ``"photo"`` (RGB photos, use the photo transform presets) or ``"small"`` (small grayscale arrays).
         sample_info: optional per-sample arrays of length ``N`` (e.g. In-Shop's ``is_query``), kept aligned.
+        remap: ``True`` (default) drops classes without images and renumbers the rest; ``False`` keeps ``labels``
+            as given (used when two splits must share ids, e.g. In-Shop's query and gallery).
     """
 
     kind: str = "photo"
@@ -67,6 +73,7 @@ class MetricDataset(Dataset):
         name: str = "dataset",
         split: str = "all",
         sample_info: dict[str, np.ndarray] | None = None,
+        remap: bool = True,
     ) -> None:
         raw = np.asarray(labels)
         if raw.ndim != 1:
@@ -79,9 +86,13 @@ class MetricDataset(Dataset):
             raise ValueError(f"labels: values must lie in [0, {len(names)}), got range [{raw.min()}, {raw.max()}]")
         if raw.size == 0:
             raise ValueError(f"{name} ({split} split): no images")
-        present, self.labels = np.unique(raw, return_inverse=True)
-        self.labels = self.labels.astype(np.int64).reshape(-1)
-        self.class_names: list[str] = [names[i] for i in present]
+        if remap:
+            present, inverse = np.unique(raw, return_inverse=True)
+            self.labels: np.ndarray = inverse.astype(np.int64).reshape(-1)
+            self.class_names: list[str] = [names[i] for i in present]
+        else:
+            self.labels = raw
+            self.class_names = names
         self.transform = transform
         self.name = name
         self.split = split
