@@ -1,0 +1,296 @@
+"""FANNG: a directed nearest-neighbour graph searched by backtracking (Harwood & Drummond, CVPR 2016).
+
+Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine.index._fanng_kernels`):
+
+1. **Traverse-Add** on random vertex pairs, from an empty graph, until the running success rate of naive downhill
+   search between random pairs reaches ``target_success``. Every vertex keeps its out-edges sorted by length with none
+   occluded by a shorter one (``u→v`` occludes ``u→w`` iff ``D(u,v) < D(u,w)`` and ``D(v,w) < D(u,w)``).
+2. Optional **refinement** (``refine > 0`` passes): each vertex's edges are re-chosen from its current edges plus the
+   nearest vertices that backtrack search finds for it, re-pruned by occlusion, and capped at ``max_degree``.
+3. **Reachability repair** (ours, ``ensure_reachable``): Traverse-Add(start, v) for every vertex v that downhill search
+   from the start vertex misses, so that every indexed point can be found from the start.
+4. Out-degree cap: each vertex keeps its ``max_degree`` shortest edges.
+
+Search is the paper's **backtrack search** with a budget of distance computations, starting from the vertex nearest
+the centroid (``search``) or from the point itself (``neighbours``), parallel over queries.
+
+Exact duplicate vectors are merged into one vertex before construction (a graph of points at distance 0 from each
+other would need an edge between every pair of them); a visited vertex contributes all of its duplicates to the
+results, and ``neighbours`` removes only the point's own index.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numba
+import numpy as np
+import torch
+
+from smartmine._validation import ArrayLike, check_positive_int
+from smartmine.index import _fanng_kernels as K
+from smartmine.index.base import NeighbourIndex, drop_self, to_numpy_f32
+
+
+def _check_fraction(value: float, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}") from exc
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}")
+    return v
+
+
+def _check_nonneg_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+class FanngIndex(NeighbourIndex):
+    """Approximate k-NN by a FANNG graph with backtrack search.
+
+    Args:
+        target_success: construction stops once this fraction of the last ``success_window`` random pairs is reached
+            by naive downhill search (default 0.98, the value of the smart-mining paper). Higher: more Traverse-Add
+            work and a better-connected graph; lower: faster build, more search budget needed for the same recall.
+        max_degree: out-degree cap, each vertex keeps its shortest edges (default 30; the paper reports 15–30).
+            ``None``: no cap. Lower: less memory, faster search steps, lower recall per distance computation.
+        search_budget: distance computations per query in backtrack search (default 512). The main speed/recall knob:
+            search time is proportional to it; can be overridden per call in :meth:`search`.
+        refine: refinement passes after Traverse-Add (default 1; 0 disables). Each pass costs about ``N`` backtrack
+            searches of ``refine_budget`` and usually raises recall at a given budget.
+        refine_budget: distance computations of each refinement search (default 128).
+        refine_candidates: nearest vertices of each refinement search offered as new edges (default 32).
+        ensure_reachable: after construction, repair every vertex that downhill search from the start vertex does not
+            reach (default True; our addition, it guarantees the start vertex sees the whole graph). The repair edges
+            may exceed ``max_degree`` on the few vertices that need them.
+        success_window: number of most recent random pairs over which the success rate is measured (default 1000).
+        max_pairs: safety limit on the random pairs of step 1 (default ``200 * N + 10 * success_window``). Reaching it
+            stops construction with a ``RuntimeWarning`` (the graph is still usable, just less connected).
+        max_ops: safety limit on the calls of one Traverse-Add cascade (default ``100 * N + 10_000``); a cascade that
+            exceeds it (never observed on real data) stops construction with a ``RuntimeWarning``.
+        seed: seed of the random pairs; construction and search are deterministic for a given seed and input.
+        n_threads: numba threads for search and refinement (default: numba's setting). Construction is sequential.
+
+    After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
+    seconds per phase).
+    """
+
+    def __init__(
+        self,
+        target_success: float = 0.98,
+        max_degree: int | None = 30,
+        search_budget: int = 512,
+        refine: int = 1,
+        refine_budget: int = 128,
+        refine_candidates: int = 32,
+        ensure_reachable: bool = True,
+        success_window: int = 1000,
+        max_pairs: int | None = None,
+        max_ops: int | None = None,
+        seed: int = 0,
+        n_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.target_success = _check_fraction(target_success, "target_success")
+        self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
+        self.search_budget = check_positive_int(search_budget, "search_budget")
+        self.refine = _check_nonneg_int(refine, "refine")
+        self.refine_budget = check_positive_int(refine_budget, "refine_budget")
+        self.refine_candidates = check_positive_int(refine_candidates, "refine_candidates")
+        self.ensure_reachable = bool(ensure_reachable)
+        self.success_window = check_positive_int(success_window, "success_window")
+        self.max_pairs = None if max_pairs is None else check_positive_int(max_pairs, "max_pairs")
+        self.max_ops = None if max_ops is None else check_positive_int(max_ops, "max_ops")
+        self.seed = _check_nonneg_int(seed, "seed")
+        self.n_threads = None if n_threads is None else check_positive_int(n_threads, "n_threads")
+        self.stats_: dict[str, float] = {}
+        self._x: np.ndarray = np.empty((0, 0), np.float32)  # (V, D) distinct vectors
+        self._indptr: np.ndarray = np.zeros(1, np.int64)
+        self._indices: np.ndarray = np.empty(0, np.int32)
+        self._gptr: np.ndarray = np.zeros(1, np.int64)  # vertex v's points: _gmem[_gptr[v]:_gptr[v+1]]
+        self._gmem: np.ndarray = np.empty(0, np.int64)
+        self._vertex_of: np.ndarray = np.empty(0, np.int64)  # point -> vertex
+        self._start: int = 0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Graph inspection
+    # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def n_vertices(self) -> int:
+        """Number of graph vertices: the distinct indexed vectors."""
+        return int(self._x.shape[0])
+
+    @property
+    def start_vertex(self) -> int:
+        """The vertex nearest the centroid, where :meth:`search` starts."""
+        return self._start
+
+    @property
+    def vertex_of(self) -> np.ndarray:
+        """``(N,)`` int64: the graph vertex of each indexed point (duplicates share one)."""
+        return self._vertex_of
+
+    def vertex_points(self, v: int) -> np.ndarray:
+        """Indices of the indexed points merged into vertex ``v`` (ascending; more than one only for duplicates)."""
+        return self._gmem[self._gptr[v] : self._gptr[v + 1]]
+
+    def vertex_vectors(self) -> np.ndarray:
+        """``(V, D)`` float32 vectors of the vertices."""
+        return self._x
+
+    def out_edges(self, v: int) -> np.ndarray:
+        """Out-neighbours (vertex ids) of vertex ``v``, ascending by edge length."""
+        return self._indices[self._indptr[v] : self._indptr[v + 1]]
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """The graph as CSR ``(indptr (V+1,) int64, indices (E,) int32)`` over vertex ids."""
+        return self._indptr, self._indices
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Construction
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _threads(self) -> int:
+        return self.n_threads if self.n_threads is not None else numba.get_num_threads()
+
+    def _build(self, x: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        pts = to_numpy_f32(x, "x")
+        n = pts.shape[0]
+        # Merge exact duplicates; vertices keep the order of each vector's first occurrence.
+        _, first, inverse = np.unique(pts, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        self._vertex_of = rank[inverse].astype(np.int64)
+        self._x = np.ascontiguousarray(pts[first[order]])
+        nv = self._x.shape[0]
+        members = np.argsort(self._vertex_of, kind="stable").astype(np.int64)
+        counts = np.bincount(self._vertex_of, minlength=nv)
+        self._gptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._gmem = members
+        centroid = self._x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self._start = int(np.argmin(((self._x - centroid) ** 2).sum(axis=1)))
+        t_prep = time.perf_counter() - t0
+
+        window = min(self.success_window, max(1, nv * (nv - 1)))
+        max_pairs = self.max_pairs if self.max_pairs is not None else 200 * nv + 10 * window
+        max_ops = self.max_ops if self.max_ops is not None else 100 * nv + 10_000
+        numba.set_num_threads(self._threads())
+
+        t1 = time.perf_counter()
+        nbr, lens, deg, n_pairs, rate, n_dist, status = K.build_traverse_add(
+            self._x, self.target_success, window, self.seed, max_pairs, max_ops, 16
+        )
+        t_ta = time.perf_counter() - t1
+        self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
+
+        cap = -1 if self.max_degree is None else self.max_degree
+        t2 = time.perf_counter()
+        indptr, indices = K.dense_to_csr(nbr, deg, -1)
+        for _ in range(self.refine if nv > 1 else 0):
+            nbr, lens, deg = K.refine(
+                self._x, indptr, indices, self.refine_budget, self.refine_candidates, cap, self._threads()
+            )
+            indptr, indices = K.dense_to_csr(nbr, deg, -1)
+        t_refine = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        n_repaired = 0
+        if nv > 1:
+            # Cap first, then repair: the repair's few extra edges are what keeps every vertex reachable.
+            if cap >= 0 and nbr.shape[1] > cap:
+                nbr, lens = nbr[:, :cap].copy(), lens[:, :cap].copy()
+                deg = np.minimum(deg, cap).astype(np.int32)
+            if self.ensure_reachable:
+                nbr, lens, n_repaired, status = K.ensure_reachable(self._x, nbr, lens, deg, self._start, max_ops)
+                self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
+        indptr, indices = K.dense_to_csr(nbr, deg, -1)
+        self._indptr, self._indices = indptr, indices
+        t_repair = time.perf_counter() - t3
+
+        degrees = np.diff(indptr)
+        self.stats_ = {
+            "n_points": float(n),
+            "n_vertices": float(nv),
+            "n_pairs": float(n_pairs),
+            "success_rate": float(rate),
+            "construction_distances": float(n_dist),
+            "n_repaired": float(n_repaired),
+            "n_edges": float(indices.size),
+            "mean_degree": float(degrees.mean()) if nv else 0.0,
+            "max_degree": float(degrees.max(initial=0)),
+            "seconds_prepare": t_prep,
+            "seconds_traverse_add": t_ta,
+            "seconds_refine": t_refine,
+            "seconds_repair": t_repair,
+        }
+
+    def _warn_status(self, status: int, n_pairs: int, rate: float, max_pairs: int, max_ops: int) -> None:
+        if status == K.STATUS_MAX_PAIRS:
+            warnings.warn(
+                f"FanngIndex: construction stopped after max_pairs={max_pairs} random pairs with a downhill success "
+                f"rate of {rate:.3f} < target_success={self.target_success}; the graph is usable but search may need "
+                "a larger budget (raise max_pairs or lower target_success)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        elif status == K.STATUS_MAX_OPS:
+            warnings.warn(
+                f"FanngIndex: a Traverse-Add cascade exceeded max_ops={max_ops} calls after {n_pairs} pairs "
+                f"(success rate {rate:.3f}); construction was stopped there to guarantee termination",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Search
+    # ------------------------------------------------------------------------------------------------------------
+
+    def search(self, queries: ArrayLike, k: int, budget: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest indexed points of every query, by backtrack search from the start vertex.
+
+        Args:
+            queries: ``(Q, D)`` finite float matrix.
+            k: neighbours per query, ``1 <= k <= size``.
+            budget: distance computations per query; default ``search_budget``. Raised to ``k`` when smaller.
+
+        Returns:
+            ``(sq_distances float32, indices int64)`` of shape ``(Q, k)``, ascending; a row that reached fewer than
+            ``k`` points is padded with ``inf`` / ``-1``.
+        """
+        self._budget_override = None if budget is None else check_positive_int(budget, "budget")
+        try:
+            return super().search(queries, k)
+        finally:
+            self._budget_override = None
+
+    def _effective_budget(self, k: int) -> int:
+        b = getattr(self, "_budget_override", None) or self.search_budget
+        return max(int(b), int(k))
+
+    def _run(self, q: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        numba.set_num_threads(self._threads())
+        n_chunks = max(1, min(q.shape[0], 8 * self._threads()))
+        d, i, _ = K.search_batch(
+            self._x, self._indptr, self._indices, self._gptr, self._gmem, q, starts, k, self._effective_budget(k),
+            n_chunks,
+        )  # fmt: skip
+        return d, i
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = to_numpy_f32(queries, "queries")
+        starts = np.full(q.shape[0], self._start, dtype=np.int64)
+        return self._run(q, starts, k)
+
+    def _neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # Each point is its own query, starting from its own vertex; k + 1 results, then the point itself is dropped.
+        q = self._x[self._vertex_of]
+        d, i = self._run(q, self._vertex_of, k + 1)
+        return drop_self(d, i, k)
