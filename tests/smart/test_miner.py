@@ -1,0 +1,190 @@
+"""SmartMiner end to end on clustered synthetic data, warm-up, κ handling, resume, bad input; EmbeddingCache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smartmine.index.base import NeighbourIndex
+from smartmine.smart.controller import AdaptiveKappa
+from smartmine.smart.miner import EmbeddingCache, SmartMiner, default_k
+
+
+class BruteForceIndex(NeighbourIndex):
+    """NumPy brute force (the reference for these tests); counts how often it is built."""
+
+    builds = 0
+
+    def _build(self, x: torch.Tensor) -> None:
+        BruteForceIndex.builds += 1
+        self._x = x.detach().cpu().double().numpy()
+
+    def _search(self, queries, k):
+        q = queries.detach().cpu().double().numpy()
+        d2 = ((q[:, None, :] - self._x[None]) ** 2).sum(-1)
+        idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d2, idx, 1).astype(np.float32), idx.astype(np.int64)
+
+    def _neighbours(self, k):
+        d2 = ((self._x[:, None, :] - self._x[None]) ** 2).sum(-1)
+        np.fill_diagonal(d2, np.inf)
+        idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d2, idx, 1).astype(np.float32), idx.astype(np.int64)
+
+
+def clustered(n_classes=8, per_class=20, dim=8, spread=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), per_class)
+    x = centres[labels] + spread * rng.normal(size=(labels.size, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+def dist(x, i, j):
+    return np.linalg.norm(x[i].astype(np.float64) - x[j], axis=1)
+
+
+def test_strict_mined_triplets_violate_the_order_and_are_valid():
+    x, y = clustered()
+    miner = SmartMiner(index_factory=BruteForceIndex, adaptive=False, kappa=1.0, warmup_epochs=0,
+                       mined_fraction=1.0, triplets_per_anchor=2)  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    assert len(plan) == 160 and stats["kappa"] == 1.0 and stats["k"] == 64  # max(64, 2 * 20) capped at 159
+    m = plan.is_mined
+    assert m.sum() > 80 and stats["mined_triplets"] == m.sum()
+    assert (dist(x, plan.a[m], plan.n[m]) < dist(x, plan.a[m], plan.p[m])).all()
+    assert (y[plan.a] == y[plan.p]).all() and (y[plan.a] != y[plan.n]).all()
+    assert stats["random_triplets"] + stats["mined_triplets"] == 160
+    assert stats["shortfall"] == 160 - m.sum()
+    assert stats["anchors_with_negatives"] >= stats["anchors_mined"] > 0
+    for key in ("index_seconds", "search_seconds", "selection_seconds"):
+        assert stats[key] >= 0.0
+
+
+def test_margin_aware_triplets_carry_margin_loss():
+    x, y = clustered(spread=0.3, seed=1)
+    miner = SmartMiner(index_factory=BruteForceIndex, adaptive=False, kappa=1.0, warmup_epochs=0,
+                       mined_fraction=1.0, selection="margin_aware", margin=0.2)  # fmt: skip
+    plan, _ = miner.plan_epoch(x, y, 0)
+    m = plan.is_mined
+    assert m.sum() > 0
+    assert (dist(x, plan.a[m], plan.n[m]) < dist(x, plan.a[m], plan.p[m]) + 0.2).all()
+
+
+def test_mined_fraction_is_applied():
+    x, y = clustered(spread=1.0)
+    miner = SmartMiner(index_factory=BruteForceIndex, warmup_epochs=0, mined_fraction=0.25, triplets_per_epoch=80,
+                       kappa_controller=AdaptiveKappa(kappa0=1.0))  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    assert len(plan) == 80 and stats["mined_triplets"] == 20 and stats["shortfall"] == 0
+
+
+def test_warmup_epochs_are_random_and_build_no_index():
+    x, y = clustered()
+    BruteForceIndex.builds = 0
+    miner = SmartMiner(index_factory=BruteForceIndex, warmup_epochs=2)
+    for epoch in (0, 1):
+        plan, stats = miner.plan_epoch(None, y, epoch)
+        assert stats["warmup"] and stats["kappa"] is None and not plan.is_mined.any() and len(plan) == 160
+        assert miner.update_error(0.3) == 16.0  # a warm-up error does not reach the controller
+    assert BruteForceIndex.builds == 0 and miner.controller.history == []
+    plan, stats = miner.plan_epoch(torch.from_numpy(x), y, 2)  # torch embeddings are accepted
+    assert BruteForceIndex.builds == 1 and not stats["warmup"] and stats["kappa"] == 16.0
+    assert miner.update_error(0.3) == 8.0  # now forwarded: e < target halves κ
+    assert miner.kappa == 8.0
+    with pytest.raises(ValueError, match="embeddings"):
+        miner.plan_epoch(None, y, 3)
+
+
+def test_fixed_kappa_ignores_errors():
+    x, y = clustered()
+    miner = SmartMiner(index_factory=BruteForceIndex, adaptive=False, kappa=3.0, warmup_epochs=0)
+    _, stats = miner.plan_epoch(x, y, 0)
+    assert stats["kappa"] == 3.0 and miner.update_error(0.9) == 3.0
+
+
+def test_plans_are_deterministic_and_resume_exactly():
+    x, y = clustered(spread=1.0)
+
+    def make():
+        return SmartMiner(index_factory=BruteForceIndex, warmup_epochs=1, seed=5)
+
+    a = make()
+    for epoch in range(3):
+        a.plan_epoch(x, y, epoch)
+        a.update_error([0.3, 0.7, 0.6][epoch])
+    b = make()
+    b.load_state_dict(a.state_dict())
+    pa, sa = a.plan_epoch(x, y, 3)
+    pb, sb = b.plan_epoch(x, y, 3)
+    assert sa["kappa"] == sb["kappa"]
+    assert np.array_equal(pa.a, pb.a) and np.array_equal(pa.p, pb.p) and np.array_equal(pa.n, pb.n)
+    assert a.update_error(0.4) == b.update_error(0.4)
+
+
+def test_default_index_is_exact_and_agrees_with_brute_force():
+    x, y = clustered(n_classes=5, per_class=12)
+    kw = dict(adaptive=False, kappa=1.0, warmup_epochs=0, mined_fraction=1.0)
+    p1, s1 = SmartMiner(**kw).plan_epoch(x, y, 0)
+    p2, s2 = SmartMiner(index_factory=BruteForceIndex, **kw).plan_epoch(x, y, 0)
+    assert s1["k"] == 59  # default k capped at N - 1
+    assert np.array_equal(p1.a, p2.a) and np.array_equal(p1.n, p2.n) and np.array_equal(p1.p, p2.p)
+
+
+def test_singleton_class_is_never_an_anchor_and_k_is_capped():
+    x, y = clustered(n_classes=4, per_class=6)
+    y = y.copy()
+    y[0] = 99  # a class with one image
+    miner = SmartMiner(index_factory=BruteForceIndex, k=500, warmup_epochs=0, mined_fraction=0.5,
+                       kappa_controller=AdaptiveKappa(kappa0=1.0))  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    assert stats["k"] == 23 and 0 not in plan.a
+
+
+def test_bad_input():
+    x, y = clustered(n_classes=3, per_class=5)
+    miner = SmartMiner(index_factory=BruteForceIndex, warmup_epochs=0)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        miner.plan_epoch(bad, y, 0)
+    with pytest.raises(ValueError, match="one class"):
+        miner.plan_epoch(x, np.zeros_like(y), 0)
+    with pytest.raises(ValueError, match="at least 2"):
+        miner.plan_epoch(x[:1], y[:1], 0)
+    with pytest.raises(ValueError, match="rows"):
+        miner.plan_epoch(x[:10], y, 0)
+    with pytest.raises(ValueError, match="two or more"):
+        miner.plan_epoch(x, np.arange(15), 0)
+    with pytest.raises(ValueError, match="error"):
+        miner.update_error(float("nan"))
+    with pytest.raises(ValueError, match="selection"):
+        SmartMiner(selection="soft")
+    with pytest.raises(ValueError, match="mined_fraction"):
+        SmartMiner(mined_fraction=-0.1)
+    assert default_k(np.repeat(np.arange(3), 40)) == 80 and default_k(np.arange(10) % 2) == 9
+
+
+def test_embedding_cache():
+    cache = EmbeddingCache(5, 3)
+    assert not cache.complete() and cache.missing().tolist() == [0, 1, 2, 3, 4]
+    cache.update(np.array([0, 1, 2]), torch.ones(3, 3))
+    cache.update(torch.tensor([3, 4, 3]), np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.float32))
+    assert cache.complete()
+    got = cache.get()
+    assert np.array_equal(got[3], [7, 8, 9]) and np.array_equal(got[4], [4, 5, 6]) and got.dtype == np.float32
+    cache.new_epoch()
+    cache.update([0], torch.zeros(1, 3))
+    assert cache.complete(max_age=1) and cache.missing(max_age=0).tolist() == [1, 2, 3, 4]
+    cache.new_epoch()
+    assert cache.missing(max_age=1).tolist() == [1, 2, 3, 4]  # two epochs old now
+    with pytest.raises(ValueError, match="older"):
+        cache.get()
+    with pytest.raises(ValueError, match="indices"):
+        cache.update([5], torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="shape"):
+        cache.update([1], torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        cache.update([1], torch.full((1, 3), float("nan")))
