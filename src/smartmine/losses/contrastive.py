@@ -43,7 +43,9 @@ class ContrastiveLoss(BaseLoss):
         neg = torch.relu(self.margin - row_distances(x, a, n, eps=self.eps)) ** 2
         return torch.cat([pos, neg])
 
-    def _loss(self, x, labels, a, p, n) -> torch.Tensor:  # noqa: ANN001 - signature documented in BaseLoss
+    def _loss(
+        self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> torch.Tensor:
         return reduce(self.pair_losses(x, a, p, n), self.reduction)
 
     def extra_repr(self) -> str:

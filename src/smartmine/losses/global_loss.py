@@ -42,7 +42,9 @@ class GlobalLoss(BaseLoss):
             "var_neg": ((d_neg - mu_neg) ** 2).mean(),
         }
 
-    def _loss(self, x, labels, a, p, n) -> torch.Tensor:  # noqa: ANN001 - signature documented in BaseLoss
+    def _loss(
+        self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> torch.Tensor:
         s = self.distance_stats(x, a, p, n)
         return s["var_pos"] + s["var_neg"] + self.lam * torch.relu(s["mu_pos"] - s["mu_neg"] + self.t)
 

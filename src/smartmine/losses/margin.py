@@ -82,7 +82,9 @@ class MarginLoss(BaseLoss):
     def _zero(self, x: torch.Tensor) -> torch.Tensor:
         return zero_loss(x, self.beta)
 
-    def _loss(self, x, labels, a, p, n) -> torch.Tensor:  # noqa: ANN001 - signature documented in BaseLoss
+    def _loss(
+        self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> torch.Tensor:
         beta = self.beta.to(device=x.device, dtype=x.dtype)
         beta_c = beta[labels[a]] if self.num_classes is not None else beta.expand(a.shape[0])
         d_ap = row_distances(x, a, p, eps=self.eps)

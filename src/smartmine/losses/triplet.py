@@ -31,7 +31,9 @@ class _PerTripletLoss(BaseLoss):
         with autocast_disabled(x.device):
             return self._per_triplet(x, a, p, n)
 
-    def _loss(self, x, labels, a, p, n) -> torch.Tensor:  # noqa: ANN001 - signature documented in BaseLoss
+    def _loss(
+        self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> torch.Tensor:
         return reduce(self._per_triplet(x, a, p, n), self.reduction)
 
     def _per_triplet(self, x: torch.Tensor, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
