@@ -221,24 +221,34 @@ def build_traverse_add(x, target_success, window, seed, max_pairs, max_ops, init
 
 
 @njit(cache=True)
-def ensure_reachable(x, nbr, lens, deg, start, max_ops):
-    """Traverse-Add(start, v) for every vertex v that downhill search from ``start`` does not reach.
+def ensure_reachable(x, nbr, lens, deg, start, max_ops, max_rounds):
+    """Traverse-Add(start, v) for every vertex v that downhill search from ``start`` does not reach, in passes over
+    all vertices until a pass finds none (a repair can remove an edge an earlier vertex's path used), at most
+    ``max_rounds`` passes.
 
-    Returns ``(nbr, lens, n_repaired, status)``.
+    Returns ``(nbr, lens, n_repaired, n_unreached_after_last_pass, status)``.
     """
     n = x.shape[0]
     cap = nbr.shape[1]
     stack = np.empty((64, 2), dtype=np.int32)
     removed = np.empty(64, dtype=np.int32)
     n_rep = 0
-    for v in range(n):
-        u, _ = downhill(x, nbr, deg, v, start)
-        if u != v:
-            n_rep += 1
-            nbr, lens, cap, stack, _, _, st = _traverse_add(x, nbr, lens, deg, cap, start, v, stack, max_ops, removed)
-            if st != STATUS_OK:
-                return nbr, lens, n_rep, st
-    return nbr, lens, n_rep, STATUS_OK
+    n_fail = 0
+    for _ in range(max_rounds):
+        n_fail = 0
+        for v in range(n):
+            u, _ = downhill(x, nbr, deg, v, start)
+            if u != v:
+                n_fail += 1
+                nbr, lens, cap, stack, _, _, st = _traverse_add(
+                    x, nbr, lens, deg, cap, start, v, stack, max_ops, removed
+                )
+                if st != STATUS_OK:
+                    return nbr, lens, n_rep + n_fail, n_fail, st
+        n_rep += n_fail
+        if n_fail == 0:
+            break
+    return nbr, lens, n_rep, n_fail, STATUS_OK
 
 
 @njit(cache=True)

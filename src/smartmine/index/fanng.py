@@ -202,14 +202,16 @@ class FanngIndex(NeighbourIndex):
         t_refine = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        n_repaired = 0
+        n_repaired = n_unreached = 0
         if nv > 1:
             # Cap first, then repair: the repair's few extra edges are what keeps every vertex reachable.
             if cap >= 0 and nbr.shape[1] > cap:
                 nbr, lens = nbr[:, :cap].copy(), lens[:, :cap].copy()
                 deg = np.minimum(deg, cap).astype(np.int32)
             if self.ensure_reachable:
-                nbr, lens, n_repaired, status = K.ensure_reachable(self._x, nbr, lens, deg, self._start, max_ops)
+                nbr, lens, n_repaired, n_unreached, status = K.ensure_reachable(
+                    self._x, nbr, lens, deg, self._start, max_ops, 4
+                )
                 self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
         indptr, indices = K.dense_to_csr(nbr, deg, -1)
         self._indptr, self._indices = indptr, indices
@@ -223,6 +225,7 @@ class FanngIndex(NeighbourIndex):
             "success_rate": float(rate),
             "construction_distances": float(n_dist),
             "n_repaired": float(n_repaired),
+            "n_unreached_downhill": float(n_unreached),
             "n_edges": float(indices.size),
             "mean_degree": float(degrees.mean()) if nv else 0.0,
             "max_degree": float(degrees.max(initial=0)),
