@@ -203,8 +203,8 @@ class ArrayDataset(MetricDataset):
             if not 0 <= i < n:
                 raise IndexError(f"index {index} out of range for {self.name} ({self.split}) with {n} images")
             arr = self.images[i]
-            t = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
-            return t.float().div_(255.0), int(self.labels[i]), i
+            t = torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).astype(np.float32))
+            return t.div_(255.0), int(self.labels[i]), i
         return super().__getitem__(index)
 
 

@@ -189,6 +189,21 @@ def homoglyph_keep_mask(small: np.ndarray, tolerance: float) -> np.ndarray:
     return np.array([find(i) == i for i in range(n)])
 
 
+@functools.lru_cache(maxsize=4)
+def _surviving_classes(size: int, tolerance: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Seed-independent part: ``(chars, big, small, kept)`` where ``kept`` are the indices into ``chars`` of the
+    classes that survive the checks and ``small`` ``(K, F, size, size)`` their upright renders."""
+    chars, big, ok = _upright_renders(size)
+    candidates = np.flatnonzero(ok)
+    small = _downsample(big[candidates])  # (C, F, size, size)
+    keep = homoglyph_keep_mask(small, tolerance)
+    dropped = [chars[c] for c in candidates[~keep]]
+    logger.debug("glyphs: %d homoglyph(s) dropped: %s", len(dropped), "".join(dropped))
+    small = small[keep]
+    small.setflags(write=False)
+    return chars, big, small, candidates[keep]
+
+
 @dataclass(frozen=True)
 class GlyphSet:
     """All rendered glyph classes before the split: ``images`` ``(N, size, size)`` uint8, ``labels`` ``(N,)``
@@ -222,14 +237,8 @@ def render_glyph_set(
         raise ValueError(f"max_shift: expected pixels in [0, {size / 4}], got {max_shift}")
     if not 0.0 <= homoglyph_tolerance < 1.0:
         raise ValueError(f"homoglyph_tolerance: expected a value in [0, 1), got {homoglyph_tolerance}")
-    chars, big, ok = _upright_renders(size)
+    chars, big, small, kept = _surviving_classes(size, homoglyph_tolerance)
     n_faces = len(GLYPH_FACES)
-    candidates = np.flatnonzero(ok)
-    small = _downsample(big[candidates])  # (C, F, size, size)
-    keep = homoglyph_keep_mask(small, homoglyph_tolerance)
-    dropped = [chars[c] for c in candidates[~keep]]
-    logger.debug("glyphs: %d homoglyph(s) dropped: %s", len(dropped), "".join(dropped))
-    kept = candidates[keep]
 
     scale = big.shape[-1] / size
     canvas = big.shape[-1]
@@ -243,7 +252,7 @@ def render_glyph_set(
                 angle, dx, dy = jitter[f, v - 1] * (max_rotation, max_shift * scale, max_shift * scale)
                 out = src.rotate(float(angle), resample=Image.Resampling.BICUBIC, translate=(dx, dy))
                 moved[k, f, v - 1] = np.asarray(out)
-    images = np.concatenate([small[keep][:, :, None], _downsample(moved)], axis=2)
+    images = np.concatenate([small[:, :, None], _downsample(moved)], axis=2)
     labels = np.repeat(np.arange(len(kept), dtype=np.int64), n_faces * variants_per_face)
     faces = np.tile(np.repeat(np.arange(n_faces, dtype=np.int64), variants_per_face), len(kept))
     images = images.reshape(-1, size, size)
