@@ -56,6 +56,10 @@ class SmartMiner:
         triplets_per_anchor: Algorithm 1 slots per anchor (default 1).
         seed: base seed; the randomness of epoch ``e`` depends only on ``(seed, e)``, so plans are reproducible and
             identical on every distributed rank that passes the same embeddings.
+
+    Attributes:
+        last_selection: the :class:`~smartmine.smart.selection.SelectionResult` of the last mined epoch (``None``
+            after a warm-up epoch), e.g. for galleries of mined triplets.
     """
 
     def __init__(
