@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CUB100_ROOT = REPO_ROOT.parent / "shared" / "data" / "cub100"
-
 
 def write_image(path: Path, *, mode: str = "RGB", size: tuple[int, int] = (12, 10), seed: int = 0, fmt=None) -> Path:
     """Write a small random image of ``mode`` to ``path`` (format from the suffix unless ``fmt``)."""

@@ -189,7 +189,7 @@ class ArrayDataset(MetricDataset):
         super().__init__(labels, class_names, transform, **kwargs)
         if arr.ndim == 4 and arr.shape[3] == 1:
             arr = arr[..., 0]
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr).view()  # a read-only view: the caller's array stays writable
         arr.setflags(write=False)
         self.images = arr
 
