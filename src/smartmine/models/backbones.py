@@ -216,10 +216,11 @@ def _googlenet(
 
     path = _check_weights_path(weights_path)
     use_weights = pretrained or path is not None
+    # Resolve the file before the (slow) construction, so a missing file fails at once.
+    file = _torchvision_weights_file(GoogLeNet_Weights.IMAGENET1K_V1, "googlenet", path) if use_weights else None
     # init_weights=True when random: explicit, so torchvision does not warn; skipped when weights overwrite it.
     model = GoogLeNet(aux_logits=False, transform_input=use_weights, init_weights=not use_weights)
-    if use_weights:
-        file = _torchvision_weights_file(GoogLeNet_Weights.IMAGENET1K_V1, "googlenet", path)
+    if file is not None:
         state = _load_torchvision_state(file, "googlenet")
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
         model.load_state_dict(state, strict=True)
@@ -243,7 +244,7 @@ def _resnet50(
     from torchvision.models import ResNet50_Weights, resnet50
 
     path = _check_weights_path(weights_path)
-    model = resnet50(weights=None)
+    file = None
     if pretrained or path is not None:
         try:
             weights = ResNet50_Weights[weights_tag]
@@ -251,6 +252,8 @@ def _resnet50(
             valid = ", ".join(w.name for w in ResNet50_Weights)
             raise ValueError(f"weights_tag: unknown ResNet-50 weights '{weights_tag}'; valid: {valid}") from None
         file = _torchvision_weights_file(weights, "resnet50", path)
+    model = resnet50(weights=None)
+    if file is not None:
         model.load_state_dict(_load_torchvision_state(file, "resnet50"), strict=True)
     model.fc = nn.Identity()
     spec = InputSpec(channels=3, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)

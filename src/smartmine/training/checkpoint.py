@@ -343,12 +343,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
+        # torch reports every failure of its safe unpickler this way; only "Unsupported global" means a readable
+        # file with objects we refuse to unpickle, anything else is damage.
+        marker = "WeightsUnpickler error:"
+        detail = next((ln.split(marker, 1)[1].strip() for ln in str(exc).splitlines() if marker in ln), "")
+        if "Unsupported global" in detail:
             raise CheckpointError(
-                f"checkpoint {path} holds objects that cannot be loaded safely (weights_only); it was not written by "
-                f"save_checkpoint: {str(exc).splitlines()[-1]}"
+                f"checkpoint {path} holds objects that cannot be loaded safely (it was not written by "
+                f"save_checkpoint): {detail}"
             ) from exc
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({exc})") from exc
+        reason = f"unpickling failed: {detail}" if detail else "unpickling failed"
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated and cannot be read ({reason}); "
+            "use an earlier checkpoint or start again"
+        ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated and cannot be read ({type(exc).__name__}: "
