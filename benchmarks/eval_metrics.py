@@ -106,8 +106,10 @@ def main() -> None:
     import torch
 
     print(f"# retrieval_metrics vs pytorch-metric-learning AccuracyCalculator ({DIM}-d, SOP-like classes of 2-12)")
-    print(f"# {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats}, NMI {'on' if args.with_nmi else 'off'}\n")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+        f"repeats {args.repeats}, NMI {'on' if args.with_nmi else 'off'}\n"
+    )
     print("| N | classes | method | median s | runs (s) | RSS before (MiB) | peak RSS (MiB) | P@1 |")
     print("|---|---|---|---|---|---|---|---|")
     for n in sizes:
