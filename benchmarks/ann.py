@@ -1,0 +1,185 @@
+"""Recall@10 against queries per second: FanngIndex, hnswlib, faiss HNSW and exact search.
+
+Data: Gaussian clusters (default 100,000 × 64, 100 clusters; queries drawn from the same clusters) and, optionally,
+real embeddings from a ``.npy`` file (``--embeddings``; a random ``--queries`` of its rows become the queries and the
+rest is indexed). Ground truth is exact search (``smartmine.index.exact.exact_knn`` when available, else a NumPy
+brute force). Every method runs with the same thread count, all queries in one batch call, after a warm-up call.
+
+    python benchmarks/ann.py --quick                 # 20,000 points, a few settings: a smoke run
+    python benchmarks/ann.py                         # 100,000 × 64
+    python benchmarks/ann.py --embeddings emb.npy    # also on real embeddings
+
+Prints one Markdown table per dataset (method, setting, build seconds, recall@10, queries/s) and, per method, the
+queries/s interpolated at recall@10 = 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+K = 10
+
+
+def clustered(n: int, d: int, n_clusters: int, spread: float, seed: int) -> np.ndarray:
+    """``n`` float32 points around ``n_clusters`` standard-normal centres with isotropic noise ``spread``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d))
+    labels = rng.integers(0, n_clusters, n)
+    return (centres[labels] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def ground_truth(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Exact k-NN indices and the queries/s of computing them."""
+    try:
+        from smartmine.index.exact import exact_knn
+    except ImportError:
+        exact_knn = None
+    t = time.perf_counter()
+    if exact_knn is not None:
+        idx = exact_knn(q, x, k)[1].numpy()
+    else:
+        idx = np.empty((q.shape[0], k), dtype=np.int64)
+        xn = (x.astype(np.float64) ** 2).sum(1)
+        for s in range(0, q.shape[0], 256):
+            qq = q[s : s + 256].astype(np.float64)
+            d = xn[None, :] - 2 * qq @ x.T.astype(np.float64)
+            part = np.argpartition(d, k, axis=1)[:, :k]
+            order = np.argsort(np.take_along_axis(d, part, 1), axis=1)
+            idx[s : s + 256] = np.take_along_axis(part, order, 1)
+    return idx, q.shape[0] / (time.perf_counter() - t)
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2).sum()
+    return float(hits) / truth.size
+
+
+def timed(fn: Callable[[], np.ndarray], n_queries: int) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, n_queries / (time.perf_counter() - t)
+
+
+def run_fanng(x, q, truth, budgets, threads, rows):
+    from smartmine.index.fanng import FanngIndex
+
+    t = time.perf_counter()
+    index = FanngIndex(n_threads=threads, seed=0).build(x)
+    build = time.perf_counter() - t
+    s = index.stats_
+    print(
+        f"  FANNG: {int(s['n_pairs'])} pairs, success {s['success_rate']:.3f}, mean degree {s['mean_degree']:.1f}, "
+        f"TA {s['seconds_traverse_add']:.1f}s refine {s['seconds_refine']:.1f}s repair {s['seconds_repair']:.1f}s"
+    )
+    index.search(q[:10], K)
+    for b in budgets:
+        found, qps = timed(lambda b=b: index.search(q, K, budget=b)[1], len(q))
+        rows.append(("FanngIndex", f"budget={b}", build, recall_at(found, truth), qps))
+
+
+def run_hnswlib(x, q, truth, efs, threads, rows):
+    try:
+        import hnswlib
+    except ImportError:
+        print("  hnswlib not installed: skipped")
+        return
+    t = time.perf_counter()
+    index = hnswlib.Index(space="l2", dim=x.shape[1])
+    index.init_index(max_elements=x.shape[0], M=16, ef_construction=200, random_seed=0)
+    index.set_num_threads(threads)
+    index.add_items(x, np.arange(x.shape[0]))
+    build = time.perf_counter() - t
+    for ef in efs:
+        index.set_ef(max(ef, K))
+        index.knn_query(q[:10], k=K)
+        found, qps = timed(lambda: index.knn_query(q, k=K)[0].astype(np.int64), len(q))
+        rows.append(("hnswlib (M=16)", f"ef={ef}", build, recall_at(found, truth), qps))
+
+
+def run_faiss(x, q, truth, efs, threads, rows):
+    from smartmine.index.faiss_index import FaissIndex
+
+    try:
+        t = time.perf_counter()
+        index = FaissIndex(kind="hnsw", hnsw_m=32, ef_construction=80, n_threads=threads).build(x)
+    except ImportError:
+        print("  faiss not installed: skipped")
+        return
+    build = time.perf_counter() - t
+    for ef in efs:
+        index.ef_search = ef
+        index.search(q[:10], K)
+        found, qps = timed(lambda: index.search(q, K)[1], len(q))
+        rows.append(("faiss HNSW (M=32)", f"efSearch={ef}", build, recall_at(found, truth), qps))
+
+
+def qps_at_recall(points: list[tuple[float, float]], target: float) -> float | None:
+    """Queries/s at ``target`` recall, interpolated (log qps, linear recall) between the bracketing settings."""
+    pts = sorted(points)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:], strict=False):
+        if r0 <= target <= r1:
+            if r1 == r0:
+                return max(q0, q1)
+            w = (target - r0) / (r1 - r0)
+            return float(np.exp((1 - w) * np.log(q0) + w * np.log(q1)))
+    if pts and pts[0][0] >= target:
+        return max(qps for r, qps in pts if r >= target)
+    return None
+
+
+def bench(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"\n### {name}: {x.shape[0]:,} points × {x.shape[1]} dims, {q.shape[0]:,} queries, {args.threads} threads\n")
+    truth, exact_qps = ground_truth(q, x, K)
+    rows: list[tuple[str, str, float, float, float]] = [("exact (torch matmul)", "-", 0.0, 1.0, exact_qps)]
+    run_fanng(x, q, truth, args.budgets, args.threads, rows)
+    run_hnswlib(x, q, truth, args.efs, args.threads, rows)
+    run_faiss(x, q, truth, args.efs, args.threads, rows)
+    print("\n| method | setting | build s | recall@10 | queries/s |")
+    print("|---|---|---:|---:|---:|")
+    for m, setting, build, rec, qps in rows:
+        print(f"| {m} | {setting} | {build:.1f} | {rec:.3f} | {qps:,.0f} |")
+    print("\nqueries/s at recall@10 = 0.9 (interpolated):")
+    for m in dict.fromkeys(r[0] for r in rows[1:]):
+        at = qps_at_recall([(r[3], r[4]) for r in rows if r[0] == m], 0.9)
+        print(f"- {m}: " + ("not reached" if at is None else f"{at:,.0f}"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="20,000 points and fewer settings (smoke run)")
+    p.add_argument("--n", type=int, default=100_000, help="points of the clustered set")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--clusters", type=int, default=100)
+    p.add_argument("--spread", type=float, default=0.35, help="cluster noise (centres are standard normal)")
+    p.add_argument("--queries", type=int, default=2_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    p.add_argument("--efs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320])
+    p.add_argument("--embeddings", type=str, default=None, help="a (N, D) .npy file of real embeddings")
+    p.add_argument("--skip-synthetic", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.queries = 20_000, 500
+        args.budgets, args.efs = [128, 256, 512, 1024], [10, 40, 160]
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    if not args.skip_synthetic:
+        allx = clustered(args.n + args.queries, args.dim, args.clusters, args.spread, seed=0)
+        bench("clustered", allx[: args.n], allx[args.n :], args)
+    if args.embeddings:
+        emb = np.ascontiguousarray(np.load(args.embeddings), dtype=np.float32)
+        perm = np.random.default_rng(0).permutation(emb.shape[0])
+        nq = min(args.queries, emb.shape[0] // 10)
+        bench(f"embeddings {args.embeddings}", emb[perm[nq:]], emb[perm[:nq]], args)
+
+
+if __name__ == "__main__":
+    main()
