@@ -140,17 +140,15 @@ def _load_model(ckpt_path: Path, device: str):
 
 
 def _dataset_for(cfg, name: str | None, root: str | None, split: str):
-    from smartmine.data.datasets import load_dataset
-    from smartmine.data.transforms import build_transform
-    from smartmine.training.builders import SMALL_IMAGE_DATASETS
+    from smartmine.data import load_dataset
+    from smartmine.training.builders import build_transforms
 
     name = name or cfg.data.name
     root = root if root is not None else (cfg.data.root if name == cfg.data.name else None)
-    preset = "small" if name in SMALL_IMAGE_DATASETS else "photo"
-    transform = build_transform(preset, train=False, image_size=cfg.data.image_size)
     options = cfg.data.options if name == cfg.data.name else {}
-    return load_dataset(name, root=root, split=split, transform=transform, seed=cfg.seed,
-                        on_bad_image=cfg.data.on_bad_image, **options)
+    dataset = load_dataset(name, root=root, split=split, seed=cfg.seed, on_bad_image=cfg.data.on_bad_image, **options)
+    dataset.transform = build_transforms(cfg, dataset.kind, train=False)
+    return dataset
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

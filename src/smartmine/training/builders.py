@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,21 +22,32 @@ class Datasets:
     in_channels: int
 
 
-def build_datasets(cfg: RunConfig) -> Datasets:
-    """Load the train and test splits with the transforms the config asks for."""
-    from smartmine.data.datasets import load_dataset
-    from smartmine.data.transforms import build_transform
+def build_transforms(cfg: RunConfig, kind: str, *, train: bool):
+    """The transform of a split: photo preset (resize ``image_size·8/7`` → crop ``image_size``) or small grayscale."""
+    from smartmine.data.transforms import photo_transform, small_transform
 
     d = cfg.data
-    small = d.name in SMALL_IMAGE_DATASETS
-    preset = "small" if small else "photo"
-    train_tf = build_transform(preset, train=d.augment, image_size=d.image_size)
-    test_tf = build_transform(preset, train=False, image_size=d.image_size)
+    if kind == "small":
+        return small_transform(train, augment=d.augment and train)
+    if train and not d.augment:
+        train = False
+    return photo_transform(train, resize=int(round(d.image_size * 8 / 7)), crop=d.image_size)
+
+
+def build_datasets(cfg: RunConfig) -> Datasets:
+    """Load the train and test splits with the transforms the config asks for."""
+    from smartmine.data import load_dataset
+
+    d = cfg.data
     common = dict(root=d.root, seed=cfg.seed, on_bad_image=d.on_bad_image, **d.options)
-    train = load_dataset(d.name, split="train", transform=train_tf, **common)
-    test = load_dataset(d.name, split="test", transform=test_tf, **common)
-    train_eval = load_dataset(d.name, split="train", transform=test_tf, **common)
-    return Datasets(train=train, test=test, train_eval=train_eval, in_channels=1 if small else 3)
+    train = load_dataset(d.name, split="train", **common)
+    test = load_dataset(d.name, split="test", **common)
+    train.transform = build_transforms(cfg, train.kind, train=True)
+    test.transform = build_transforms(cfg, test.kind, train=False)
+    # The same images with test-time transforms, for the embedding pass of smart mining.
+    train_eval = copy.copy(train)
+    train_eval.transform = build_transforms(cfg, train.kind, train=False)
+    return Datasets(train=train, test=test, train_eval=train_eval, in_channels=1 if train.kind == "small" else 3)
 
 
 def build_model(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
