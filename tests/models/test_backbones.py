@@ -174,3 +174,39 @@ def test_timm_backbone_and_pretrained_without_cache(offline_caches):
         build_backbone("timm:resnet_does_not_exist")
     with pytest.raises(ValueError, match="no option 'model_name'"):
         build_backbone("timm:resnet18", model_name="resnet34")
+
+
+def _timm_reference_state(seed: int) -> dict[str, torch.Tensor]:
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("test_resnet", pretrained=False).state_dict()  # with its 1000-way classifier
+
+
+def _assert_backbone_matches(module: nn.Module, reference: dict[str, torch.Tensor]) -> None:
+    loaded = module.state_dict()
+    assert set(loaded) == {k for k in reference if not k.startswith("fc.")}
+    for key, value in loaded.items():
+        assert torch.equal(value, reference[key]), key
+
+
+def test_timm_pretrained_from_weights_path(tmp_path):
+    reference = _timm_reference_state(seed=5)
+    torch.save(reference, tmp_path / "test_resnet.pth")
+    module, dim = build_backbone("timm:test_resnet", weights_path=tmp_path / "test_resnet.pth")
+    assert dim == 96
+    _assert_backbone_matches(module, reference)
+
+
+def test_timm_pretrained_from_the_hugging_face_cache(offline_caches):
+    # The hub cache layout: models--<org>--<name>/refs/main names a snapshot folder holding the files.
+    safetensors = pytest.importorskip("safetensors.torch")
+    reference = _timm_reference_state(seed=6)
+    repo = offline_caches / "hf" / "models--timm--test_resnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    safetensors.save_file({k: v.contiguous() for k, v in reference.items()}, str(snapshot / "model.safetensors"))
+    module, _ = build_backbone("timm:test_resnet", pretrained=True)
+    _assert_backbone_matches(module, reference)

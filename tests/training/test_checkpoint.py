@@ -142,6 +142,27 @@ def test_rng_round_trip_repeats_the_next_numbers():
     assert draw() == expected
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+def test_cuda_state_without_cuda_warns_and_restores_the_cpu_streams():
+    state = capture_rng_state()
+    assert state["cuda"] is None
+    expected = draw()
+    state["cuda"] = {"device": 0, "state": torch.zeros(16, dtype=torch.uint8)}
+    with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+        restore_rng_state(state)
+    assert draw() == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rng_round_trip():
+    torch.cuda.init()
+    state = capture_rng_state()
+    expected = torch.rand(4, device="cuda").cpu()
+    torch.rand(4, device="cuda")
+    restore_rng_state(state)
+    assert torch.equal(torch.rand(4, device="cuda").cpu(), expected)
+
+
 def test_restore_rng_rejects_a_foreign_dict():
     with pytest.raises(ValueError, match="missing RNG entries"):
         restore_rng_state({"torch": torch.get_rng_state()})

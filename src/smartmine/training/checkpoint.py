@@ -104,11 +104,12 @@ class ConfigMismatchError(CheckpointError):
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """The global RNG states: Python ``random``, NumPy's legacy global generator, torch CPU and every CUDA device.
+    """The global RNG states: Python ``random``, NumPy's legacy global generator, torch CPU and the current CUDA device.
 
-    The result holds only plain types and tensors (storable in a ``weights_only`` checkpoint). ``cuda`` is ``None``
-    when CUDA is not available. Generators owned by the caller (``np.random.Generator``, ``torch.Generator``) are
-    not global; store ``gen.bit_generator.state`` / ``gen.get_state()`` in ``extra`` yourself.
+    The result holds only plain types and tensors (storable in a ``weights_only`` checkpoint). ``cuda`` holds the
+    current device's state, or ``None`` when CUDA is unavailable or not initialised in this process. Generators
+    owned by the caller (``np.random.Generator``, ``torch.Generator``) are not global; store
+    ``gen.bit_generator.state`` / ``gen.get_state()`` in ``extra`` yourself.
     """
     np_state = np.random.get_state(legacy=False)  # noqa: NPY002 - the global generator is what we must capture
     return {
@@ -121,15 +122,28 @@ def capture_rng_state() -> dict[str, Any]:
             "gauss": float(np_state["gauss"]),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "cuda": _capture_cuda_rng(),
     }
+
+
+def _capture_cuda_rng() -> dict[str, Any] | None:
+    """The current CUDA device's generator state, or ``None`` when CUDA is unused.
+
+    Only the current device: under DistributedDataParallel each rank owns one device, and touching the others
+    (``get_rng_state_all``) would create a CUDA context on every GPU from every rank. A process that never
+    initialised CUDA has no CUDA randomness to capture, and capturing would initialise it.
+    """
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    device = torch.cuda.current_device()
+    return {"device": int(device), "state": torch.cuda.get_rng_state(device)}
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what :func:`capture_rng_state` returned, so the next random numbers repeat exactly.
 
-    CUDA states are restored when CUDA is available with the same number of devices; otherwise a warning says they
-    were skipped (CPU-side streams are still exact).
+    A CUDA state is restored into the current CUDA device; without CUDA a warning says it was skipped (CPU-side
+    streams are still exact).
     """
     missing = [k for k in ("python", "numpy", "torch") if k not in state]
     if missing:
@@ -149,14 +163,14 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"])
     cuda = state.get("cuda")
-    if cuda:
-        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    if cuda is not None:
+        if torch.cuda.is_available():
+            # Into the current device: a resumed rank may run on another index than the one that saved.
+            torch.cuda.set_rng_state(cuda["state"].cpu(), device=torch.cuda.current_device())
         else:
             warnings.warn(
-                f"restore_rng_state: the checkpoint has {len(cuda)} CUDA RNG state(s) but this process has "
-                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s); "
-                "CUDA RNG not restored",
+                "restore_rng_state: the checkpoint has a CUDA RNG state but CUDA is not available here; "
+                "CPU random streams are restored, CUDA ones are not",
                 RuntimeWarning,
                 stacklevel=2,
             )
