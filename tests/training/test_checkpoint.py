@@ -314,3 +314,56 @@ def test_saved_file_is_written_atomically(tmp_path, monkeypatch):
     assert load_checkpoint(path)["epoch"] == 1
     assert leftovers(tmp_path) == []
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_dataparallel_wrapper_is_unwrapped(tmp_path):
+    model, _, _ = make_run()
+    path = save_checkpoint(tmp_path / "c.pt", model=nn.DataParallel(model), config=CONFIG, epoch=1)
+    ckpt = load_checkpoint(path)
+    assert set(ckpt["model"]) == {"lin.weight", "lin.bias"}
+    fresh, _, _ = make_run(seed=9)
+    restore_checkpoint(ckpt, model=nn.DataParallel(fresh), restore_rng=False)
+    assert torch.equal(fresh.lin.weight, model.lin.weight)
+
+
+WRITER = """
+import sys
+import torch
+from smartmine.training.checkpoint import atomic_append_line, save_checkpoint
+path, csv_path = sys.argv[1], sys.argv[2]
+model = torch.nn.Linear(64, 64)
+atomic_append_line(csv_path, "epoch,value,check")
+i = 0
+while True:
+    with torch.no_grad():
+        model.weight.fill_(float(i))
+    save_checkpoint(path, model=model, extra={"i": i}, config={"seed": 0}, epoch=i)
+    atomic_append_line(csv_path, f"{i},{'x' * (i % 50)},{i * 7}")
+    if i == 0:
+        print("ready", flush=True)
+    i += 1
+"""
+
+
+def test_sigkill_during_writes_leaves_a_loadable_checkpoint_and_whole_rows(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.1,):
+        path, csv_path = tmp_path / f"last{delay}.pt", tmp_path / f"metrics{delay}.csv"
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(csv_path)], stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            time.sleep(delay)  # let it get somewhere in the middle of some write
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        ckpt = load_checkpoint(path)
+        i = ckpt["extra"]["i"]
+        assert ckpt["epoch"] == i and torch.all(ckpt["model"]["weight"] == float(i))
+        rows = read_csv_rows(csv_path)
+        assert len(rows) >= i  # the row of epoch i may not be appended yet
+        for row in rows:
+            assert int(row["check"]) == 7 * int(row["epoch"]) and row["value"] == "x" * (int(row["epoch"]) % 50)
