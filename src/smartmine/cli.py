@@ -140,15 +140,15 @@ def _load_model(ckpt_path: Path, device: str):
 
 
 def _dataset_for(cfg, name: str | None, root: str | None, split: str):
+    """The split to embed, with test-time transforms; returns ``(dataset, batch_transform or None)``."""
     from smartmine.data import load_dataset
-    from smartmine.training.builders import build_transforms
+    from smartmine.training.builders import prepare_split
 
     name = name or cfg.data.name
     root = root if root is not None else (cfg.data.root if name == cfg.data.name else None)
     options = cfg.data.options if name == cfg.data.name else {}
     dataset = load_dataset(name, root=root, split=split, seed=cfg.seed, on_bad_image=cfg.data.on_bad_image, **options)
-    dataset.transform = build_transforms(cfg, dataset.kind, train=False)
-    return dataset
+    return dataset, prepare_split(cfg, dataset, train=False)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -159,8 +159,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     ckpt = _checkpoint_path(args.target)
     cfg, model, dev, _ = _load_model(ckpt, args.device)
-    dataset = _dataset_for(cfg, args.data, args.root, args.split)
-    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, progress=True)
+    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
+    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
+                        progress=True)
     metrics = retrieval_metrics(emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=cfg.seed)
     metrics = {k: float(v) for k, v in metrics.items() if _metric(k)}
     print(f"checkpoint {ckpt}, {len(dataset)} images of split '{args.split}'\n")
@@ -177,8 +178,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     ckpt = _checkpoint_path(args.checkpoint)
     cfg, model, dev, _ = _load_model(ckpt, args.device)
-    dataset = _dataset_for(cfg, args.data, args.root, args.split)
-    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, progress=True)
+    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
+    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
+                        progress=True)
     out = Path(args.out)
     np.save(out, emb.numpy())
     labels_path = out.with_name(out.stem + ".labels.npy")

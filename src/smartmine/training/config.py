@@ -65,7 +65,9 @@ class LossConfig:
     name: str = "ratio_triplet"
     """ratio_triplet (Smart Mining Eq. 2) | triplet (difference hinge) | margin (Sampling Matters) | contrastive."""
     margin: float = 0.2
-    """Triplet margin m; α of the margin loss; α of the contrastive loss."""
+    """Triplet margin m; α of the margin loss."""
+    contrastive_margin: float = 1.0
+    """α of the contrastive loss (negative pairs closer than α are pushed apart; unit vectors lie within 2)."""
     squared: bool = False
     """Squared distances in the difference-hinge triplet loss (FaceNet form)."""
     global_weight: float = 1.0
@@ -206,7 +208,7 @@ POSITIVE: tuple[str, ...] = (
 )
 NON_NEGATIVE: tuple[str, ...] = (
     "data.num_workers", "mining.warmup_epochs", "loss.margin", "loss.global_weight", "optim.weight_decay",
-    "optim.head_lr_mult", "loss.nu",
+    "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin",
 )
 FRACTIONS: tuple[str, ...] = ("mining.mined_fraction", "mining.target_error", "optim.momentum")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,12 +20,14 @@ def embed_dataset(
     num_workers: int = 0,
     indices: Sequence[int] | np.ndarray | None = None,
     amp: bool = False,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
     desc: str = "embed",
 ) -> torch.Tensor:
     """Embeddings of ``dataset`` (or of its rows ``indices``), shape ``(N, D)``, float32 on the CPU, in order.
 
-    The model is put in eval mode for the pass and restored to its previous mode afterwards.
+    ``batch_transform`` (if given) is applied to every batch on the device before the model. The model is put in
+    eval mode for the pass and restored to its previous mode afterwards.
     """
     was_training = model.training
     model.eval()
@@ -36,6 +38,8 @@ def embed_dataset(
     try:
         for images, _labels, _idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
             images = images.to(device, non_blocking=True)
+            if batch_transform is not None:
+                images = batch_transform(images)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(images)
             chunks.append(out.float().cpu())

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -114,8 +115,15 @@ class Trainer:
         if self.smart is not None and cfg.mining.embedding_source == "cache":
             from smartmine.smart import EmbeddingCache
 
+            if self.dist.enabled:
+                raise TrainingError(
+                    "mining.embedding_source=cache is not supported under torch.distributed yet (each rank sees "
+                    "only its own forward passes); use mining.embedding_source=fresh"
+                )
             self.cache = EmbeddingCache(len(self.train_labels), cfg.model.embedding_dim)
         self.confusion: np.ndarray | None = None
+        # Progress bars only on an interactive terminal (logs and CI get one summary line per epoch).
+        self._progress = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
         self.history: list[dict] = []
         self.best_value = -math.inf
         self.start_epoch = 1
@@ -326,26 +334,40 @@ class Trainer:
         )
 
     def _training_embeddings(self, row: dict) -> torch.Tensor:
-        """Embeddings of the whole training set, identical on every rank (each rank embeds its shard)."""
+        """Embeddings of the whole training set, identical on every rank (each rank embeds its shard).
+
+        With ``mining.embedding_source=cache`` the rows come from the previous epoch's training forward passes and only
+        the rows that epoch did not visit are embedded afresh.
+        """
         t = time.perf_counter()
-        if self.cache is not None and self.cache.complete():
-            emb = self.cache.get()
+        n = len(self.train_labels)
+        if self.cache is not None:
+            missing = self.cache.missing()
+            if len(missing):
+                rows = self._embed_train(missing)
+                self.cache.update(missing, rows)
+            emb = torch.from_numpy(self.cache.get())
+            row["cache_refreshed_rows"] = len(missing)
         else:
-            n = len(self.train_labels)
             local = torch.arange(self.dist.rank, n, self.dist.world_size)
-            rows = embed_dataset(
-                self.model, self.data.train_eval, device=self.device, batch_size=self.cfg.data.eval_batch_size,
-                num_workers=self.cfg.data.num_workers, indices=local.numpy(), amp=self.cfg.train.amp,
-                progress=self.cfg.train.progress and self.dist.is_main, desc="embed train",
-            )
-            emb = gather_rows(rows, local, n, self.dist)
+            emb = gather_rows(self._embed_train(local.numpy()), local, n, self.dist)
         row["embed_seconds"] = time.perf_counter() - t
         return emb
+
+    def _embed_train(self, indices: np.ndarray) -> torch.Tensor:
+        return embed_dataset(
+            self.model, self.data.train_eval, device=self.device, batch_size=self.cfg.data.eval_batch_size,
+            num_workers=self.cfg.data.num_workers, indices=indices, amp=self.cfg.train.amp,
+            batch_transform=self.data.eval_batch_transform,
+            progress=self._progress, desc="embed train",
+        )
 
     def _smart_batches(self, epoch: int, row: dict) -> tuple[Iterator, int]:
         assert self.smart is not None
         m = self.cfg.mining
         emb = None
+        if self.cache is not None:
+            self.cache.new_epoch()  # rows written last epoch are now one epoch old: the most the cache allows
         if epoch > m.warmup_epochs:
             emb = self._training_embeddings(row)
         fault_point(f"mining:{epoch}")
@@ -390,11 +412,13 @@ class Trainer:
                  "terms": {}}
         use_amp = cfg.train.amp and self.device.type == "cuda"
         bar = tqdm(total=total, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
-                   disable=not (cfg.train.progress and self.dist.is_main))
+                   disable=not self._progress)
         t0 = time.perf_counter()
         for b, (images, labels, idx, triplets_or_miner, counted) in enumerate(batches):
             fault_point(f"batch:{epoch}:{b}")
             images = images.to(self.device, non_blocking=True)
+            if self.data.train_batch_transform is not None:
+                images = self.data.train_batch_transform(images)
             labels = labels.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 emb = self.train_model(images)
@@ -433,7 +457,7 @@ class Trainer:
                 stats["terms"][name] = stats["terms"].get(name, 0.0) + float(value)
             bar.update(1)
             elapsed = time.perf_counter() - t0
-            postfix = {"loss": f"{float(loss):.4f}", "img/s": f"{stats['images'] / max(elapsed, 1e-9):.0f}"}
+            postfix = {"loss": f"{float(loss.detach()):.4f}", "img/s": f"{stats['images'] / max(elapsed, 1e-9):.0f}"}
             if stats["err_den"]:
                 postfix["err"] = f"{stats['err_num'] / stats['err_den']:.3f}"
             if self.smart is not None:
@@ -470,7 +494,8 @@ class Trainer:
             emb = embed_dataset(
                 self.model, self.data.test, device=self.device, batch_size=self.cfg.data.eval_batch_size,
                 num_workers=self.cfg.data.num_workers, amp=self.cfg.train.amp,
-                progress=self.cfg.train.progress, desc="embed test",
+                batch_transform=self.data.eval_batch_transform,
+                progress=self._progress, desc="embed test",
             )
             labels = np.asarray(self.data.test.labels)
             out = {k: v for k, v in retrieval_metrics(
