@@ -77,9 +77,10 @@ def test_one_dimensional_occlusion_keeps_only_nearest_on_each_side():
     order = np.argsort(x[:, 0])
     pos = np.empty_like(order)
     pos[order] = np.arange(order.size)
+    vert = index.vertex_of  # vertex ids are internal (breadth-first order): map the points' neighbours to them
     for v in range(200):
-        allowed = {int(order[p]) for p in (pos[v] - 1, pos[v] + 1) if 0 <= p < 200}
-        assert set(index.out_edges(v).tolist()) <= allowed
+        allowed = {int(vert[order[p]]) for p in (pos[v] - 1, pos[v] + 1) if 0 <= p < 200}
+        assert set(index.out_edges(int(vert[v])).tolist()) <= allowed
     d, i = index.search(x[:20] + 0.25, 2)
     np.testing.assert_array_equal(i, brute_knn(x[:20] + 0.25, x, 2)[1])
 

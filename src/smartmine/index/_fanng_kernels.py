@@ -1,4 +1,5 @@
-"""Numba kernels of the FANNG graph (Harwood & Drummond, CVPR 2016): construction, refinement and search.
+"""Numba kernels of the FANNG graph (Harwood & Drummond, CVPR 2016): Traverse-Add construction, backtrack search and
+the occlusion re-pruning of refinement.
 
 Everything here works on *vertices* ``0 .. V-1`` (the distinct vectors, rows of ``x``); :mod:`smartmine.index.fanng`
 maps them back to the caller's points. Distances are squared Euclidean in float32: every rule of the method only
@@ -10,29 +11,33 @@ Two adjacency layouts are used:
   ``deg[v]``; each row is sorted ascending by length; ``cap`` doubles when a row fills up;
 * search: CSR ``indptr`` (``V + 1``, int64) / ``indices`` (int32), each vertex's edges ascending by length.
 
+Compile time matters as much as run time (a clean checkout has no numba cache, and the test suite pays for every
+kernel): there are three entry points (:func:`grow_graph`, :func:`search_range`, :func:`prune_range`), each compiled
+for one signature, written as plain loops (no array expressions, no sorting library calls, no ``parallel=True``).
+They release the GIL (``nogil``), so the Python side runs them on disjoint row ranges from a thread pool.
+
 Callers validate inputs; kernels trust shapes and finiteness and never recurse (Traverse-Add uses an explicit stack).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-# Status codes returned by the construction kernels.
+# Status codes returned by the construction kernel.
 STATUS_OK = 0
 STATUS_MAX_PAIRS = 1  # the random-pair budget ran out before the success target was met
 STATUS_MAX_OPS = 2  # a Traverse-Add cascade exceeded its operation budget (pathological input)
 
+_OPTS = {"cache": True, "nogil": True, "boundscheck": False}
 
-@njit(fastmath=True, cache=True)
-def _sqdist(a: np.ndarray, b: np.ndarray) -> np.float32:
-    """Squared Euclidean distance of two float32 vectors (fastmath lets LLVM vectorise the reduction).
 
-    Not ``inline="always"``: numba-IR inlining stopped LLVM vectorising it (4x slower); LLVM inlines it anyway.
-    """
+@njit(fastmath=True, **_OPTS)
+def _sqdist(x, i, y, j):
+    """Squared Euclidean distance of rows ``x[i]`` and ``y[j]`` (fastmath lets LLVM vectorise the reduction)."""
     s = np.float32(0.0)
-    for t in range(a.shape[0]):
-        d = a[t] - b[t]
+    for t in range(x.shape[1]):
+        d = x[i, t] - y[j, t]
         s += d * d
     return s
 
@@ -42,16 +47,15 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.float32:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def downhill(x, nbr, deg, target, start):
+@njit(**_OPTS)
+def _downhill(x, nbr, deg, target, start):
     """Naive downhill search: from ``start``, move to the out-neighbour closest to ``x[target]`` while it is strictly
     closer than the current vertex. Returns ``(vertex where it stopped, distance computations used)``.
 
     Reaching ``target`` by index counts as success even when another vertex is at distance 0 from it.
     """
     cur = start
-    t = x[target]
-    dcur = _sqdist(x[cur], t)
+    dcur = _sqdist(x, cur, x, target)
     n_dist = 1
     while cur != target:
         best = -1
@@ -60,7 +64,7 @@ def downhill(x, nbr, deg, target, start):
             v = nbr[cur, e]
             if v == target:
                 return target, n_dist
-            dv = _sqdist(x[v], t)
+            dv = _sqdist(x, v, x, target)
             n_dist += 1
             if dv < dbest:
                 dbest = dv
@@ -72,28 +76,33 @@ def downhill(x, nbr, deg, target, start):
     return cur, n_dist
 
 
-@njit(cache=True)
-def _grow(nbr, lens, cap):
-    """Copy of the adjacency table with twice the capacity."""
-    new_cap = cap * 2
-    nbr2 = np.full((nbr.shape[0], new_cap), -1, dtype=np.int32)
-    lens2 = np.full((nbr.shape[0], new_cap), np.inf, dtype=np.float32)
-    nbr2[:, :cap] = nbr
-    lens2[:, :cap] = lens
-    return nbr2, lens2, new_cap
+@njit(**_OPTS)
+def _grow(nbr, lens):
+    """Copy of the adjacency table with twice the capacity (new slots: -1 / inf)."""
+    n, cap = nbr.shape
+    nbr2 = np.empty((n, 2 * cap), dtype=np.int32)
+    lens2 = np.empty((n, 2 * cap), dtype=np.float32)
+    for v in range(n):
+        for e in range(cap):
+            nbr2[v, e] = nbr[v, e]
+            lens2[v, e] = lens[v, e]
+        for e in range(cap, 2 * cap):
+            nbr2[v, e] = -1
+            lens2[v, e] = np.inf
+    return nbr2, lens2
 
 
-@njit(cache=True)
-def _traverse_add(x, nbr, lens, deg, cap, v1, v2, stack, max_ops, removed):
+@njit(**_OPTS)
+def _traverse_add(x, nbr, lens, deg, v1, v2, stack, scratch_i, scratch_f, max_ops):
     """Traverse-Add(v1, v2) with an explicit stack of pending ``(from, to)`` calls.
 
     For each call: ``u = downhill(to, from)``; if ``u != to``, add ``u -> to``, drop the longer edges of ``u`` that the
     new edge occludes, queue Traverse-Add(u, w) for every dropped ``u -> w`` (so w stays reachable from u), then queue
     Traverse-Add(to, u). The stack pops calls in the order the recursive definition would make them.
 
-    Returns ``(nbr, lens, cap, stack, ops, n_dist, status)``; arrays may have been reallocated to grow.
+    ``scratch_i``/``scratch_f`` hold ``(2, cap)`` rows of scratch (kept tail, removed targets). Returns
+    ``(nbr, lens, stack, scratch_i, scratch_f, n_dist, status)``; arrays may have been reallocated to grow.
     """
-    sp = 0
     stack[0, 0] = v1
     stack[0, 1] = v2
     sp = 1
@@ -102,51 +111,52 @@ def _traverse_add(x, nbr, lens, deg, cap, v1, v2, stack, max_ops, removed):
     while sp > 0:
         ops += 1
         if ops > max_ops:
-            return nbr, lens, cap, stack, ops, n_dist, STATUS_MAX_OPS
+            return nbr, lens, stack, scratch_i, scratch_f, n_dist, STATUS_MAX_OPS
         sp -= 1
         a = stack[sp, 0]
         b = stack[sp, 1]
         if a == b:
             continue
-        u, nd = downhill(x, nbr, deg, b, a)
+        u, nd = _downhill(x, nbr, deg, b, a)
         n_dist += nd
         if u == b:
             continue
-        dub = _sqdist(x[u], x[b])
+        dub = _sqdist(x, u, x, b)
         n_dist += 1
         # Rebuild u's row in place: edges no longer than the new one stay (they cannot be occluded by it), then the
         # new edge, then each longer edge unless u->b occludes it (D(b, w) < D(u, w); D(u, b) < D(u, w) holds).
         d_u = deg[u]
-        n_removed = 0
         pos = 0
         while pos < d_u and lens[u, pos] <= dub:
             pos += 1
-        # Scratch copy of the tail (edges longer than the new one).
-        n_tail = d_u - pos
-        keep_n = 0
-        if removed.shape[0] < n_tail:
-            removed = np.empty(2 * n_tail, dtype=np.int32)
-        tail_nbr = nbr[u, pos:d_u].copy()
-        tail_len = lens[u, pos:d_u].copy()
-        for j in range(n_tail):
-            w = tail_nbr[j]
-            dbw = _sqdist(x[b], x[w])
-            n_dist += 1
-            if dbw < tail_len[j]:
-                removed[n_removed] = w
+        n_keep = 0
+        n_removed = 0
+        for j in range(pos, d_u):
+            w = nbr[u, j]
+            if _sqdist(x, b, x, w) < lens[u, j]:
+                scratch_i[1, n_removed] = w
                 n_removed += 1
             else:
-                tail_nbr[keep_n] = w
-                tail_len[keep_n] = tail_len[j]
-                keep_n += 1
-        new_deg = pos + 1 + keep_n
-        if new_deg > cap:
-            nbr, lens, cap = _grow(nbr, lens, cap)
+                scratch_i[0, n_keep] = w
+                scratch_f[0, n_keep] = lens[u, j]
+                n_keep += 1
+        n_dist += d_u - pos
+        new_deg = pos + 1 + n_keep
+        if new_deg > nbr.shape[1]:
+            nbr, lens = _grow(nbr, lens)
+            si = np.empty((2, nbr.shape[1]), dtype=np.int32)
+            sf = np.empty((2, nbr.shape[1]), dtype=np.float32)
+            for j in range(n_keep):
+                si[0, j] = scratch_i[0, j]
+                sf[0, j] = scratch_f[0, j]
+            for j in range(n_removed):
+                si[1, j] = scratch_i[1, j]
+            scratch_i, scratch_f = si, sf
         nbr[u, pos] = b
         lens[u, pos] = dub
-        for j in range(keep_n):
-            nbr[u, pos + 1 + j] = tail_nbr[j]
-            lens[u, pos + 1 + j] = tail_len[j]
+        for j in range(n_keep):
+            nbr[u, pos + 1 + j] = scratch_i[0, j]
+            lens[u, pos + 1 + j] = scratch_f[0, j]
         for j in range(new_deg, d_u):
             nbr[u, j] = -1
             lens[u, j] = np.inf
@@ -155,45 +165,71 @@ def _traverse_add(x, nbr, lens, deg, cap, v1, v2, stack, max_ops, removed):
         need = sp + 1 + n_removed
         if need > stack.shape[0]:
             bigger = np.empty((2 * need, 2), dtype=np.int32)
-            bigger[:sp] = stack[:sp]
+            for j in range(sp):
+                bigger[j, 0] = stack[j, 0]
+                bigger[j, 1] = stack[j, 1]
             stack = bigger
         stack[sp, 0] = b
         stack[sp, 1] = u
         sp += 1
         for j in range(n_removed - 1, -1, -1):
             stack[sp, 0] = u
-            stack[sp, 1] = removed[j]
+            stack[sp, 1] = scratch_i[1, j]
             sp += 1
-    return nbr, lens, cap, stack, ops, n_dist, STATUS_OK
+    return nbr, lens, stack, scratch_i, scratch_f, n_dist, STATUS_OK
 
 
-@njit(cache=True)
-def build_traverse_add(x, target_success, window, seed, max_pairs, max_ops, init_cap):
-    """Grow a FANNG graph from an empty one by Traverse-Add on random vertex pairs.
+@njit(**_OPTS)
+def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, max_pairs, max_ops, max_rounds):
+    """Traverse-Add phase of construction, in one of two modes (one kernel, so Traverse-Add is compiled once).
 
-    Each pair ``(v1, v2)`` (distinct, uniform) is first tested with downhill search from v1 towards v2; the test's
-    outcome enters a sliding window of the last ``window`` pairs, and a failed pair is repaired by Traverse-Add.
-    Construction stops when at least ``window`` pairs were tested and the window's success rate is at least
-    ``target_success``, or after ``max_pairs`` pairs, or when one Traverse-Add cascade exceeds ``max_ops`` calls.
+    * ``repair_start < 0`` — **random pairs**: each pair ``(v1, v2)`` (distinct, uniform) is first tested with
+      downhill search from v1 towards v2; the outcome enters a sliding window of the last ``window`` pairs, and a
+      failed pair is repaired by Traverse-Add. Stops when at least ``window`` pairs were tested and the window's
+      success rate is at least ``target_success``, or after ``max_pairs`` pairs.
+    * ``repair_start >= 0`` — **reachability repair**: Traverse-Add(start, v) for every vertex v that downhill search
+      from ``start`` does not reach, in passes over all vertices until a pass finds none (a repair can remove an edge
+      an earlier vertex's path used), at most ``max_rounds`` passes.
 
-    Returns ``(nbr, lens, deg, n_pairs, success_rate, n_dist, status)``.
+    Either mode stops when one Traverse-Add cascade exceeds ``max_ops`` calls. ``nbr``/``lens``/``deg`` (the graph
+    so far) are updated in place unless they must grow.
+
+    Returns ``(nbr, lens, n_pairs_or_repairs, success_rate_or_unreached, n_dist, status)``.
     """
     n = x.shape[0]
-    cap = init_cap
-    nbr = np.full((n, cap), -1, dtype=np.int32)
-    lens = np.full((n, cap), np.inf, dtype=np.float32)
-    deg = np.zeros(n, dtype=np.int32)
+    stack = np.empty((64, 2), dtype=np.int32)
+    scratch_i = np.empty((2, nbr.shape[1]), dtype=np.int32)
+    scratch_f = np.empty((2, nbr.shape[1]), dtype=np.float32)
+    n_dist = 0
+    status = STATUS_OK
     if n < 2:
-        return nbr, lens, deg, 0, 1.0, 0, STATUS_OK
+        return nbr, lens, 0, 1.0, 0, STATUS_OK
+    if repair_start >= 0:
+        n_rep = 0
+        n_fail = 0
+        for _ in range(max_rounds):
+            n_fail = 0
+            for v in range(n):
+                u, nd = _downhill(x, nbr, deg, v, repair_start)
+                n_dist += nd
+                if u != v:
+                    n_fail += 1
+                    nbr, lens, stack, scratch_i, scratch_f, nd, status = _traverse_add(
+                        x, nbr, lens, deg, repair_start, v, stack, scratch_i, scratch_f, max_ops
+                    )
+                    n_dist += nd
+                    if status != STATUS_OK:
+                        return nbr, lens, n_rep + n_fail, float(n_fail), n_dist, status
+            n_rep += n_fail
+            if n_fail == 0:
+                break
+        return nbr, lens, n_rep, float(n_fail), n_dist, STATUS_OK
+
     np.random.seed(seed)  # noqa: NPY002 - numba seeds its own generator this way
     hist = np.zeros(window, dtype=np.uint8)
     n_ok = 0
     n_pairs = 0
-    n_dist = 0
-    stack = np.empty((64, 2), dtype=np.int32)
-    removed = np.empty(64, dtype=np.int32)
     need = int(np.ceil(target_success * window - 1e-9))
-    status = STATUS_OK
     while True:
         if n_pairs >= window and n_ok >= need:
             break
@@ -204,7 +240,7 @@ def build_traverse_add(x, target_success, window, seed, max_pairs, max_ops, init
         v2 = np.random.randint(0, n - 1)  # noqa: NPY002
         if v2 >= v1:
             v2 += 1
-        u, nd = downhill(x, nbr, deg, v2, v1)
+        u, nd = _downhill(x, nbr, deg, v2, v1)
         n_dist += nd
         ok = 1 if u == v2 else 0
         slot = n_pairs % window
@@ -214,62 +250,14 @@ def build_traverse_add(x, target_success, window, seed, max_pairs, max_ops, init
         n_ok += ok
         n_pairs += 1
         if not ok:
-            nbr, lens, cap, stack, _, nd, st = _traverse_add(x, nbr, lens, deg, cap, v1, v2, stack, max_ops, removed)
+            nbr, lens, stack, scratch_i, scratch_f, nd, status = _traverse_add(
+                x, nbr, lens, deg, v1, v2, stack, scratch_i, scratch_f, max_ops
+            )
             n_dist += nd
-            if st != STATUS_OK:
-                status = st
+            if status != STATUS_OK:
                 break
     rate = n_ok / min(max(n_pairs, 1), window)
-    return nbr, lens, deg, n_pairs, rate, n_dist, status
-
-
-@njit(cache=True)
-def ensure_reachable(x, nbr, lens, deg, start, max_ops, max_rounds):
-    """Traverse-Add(start, v) for every vertex v that downhill search from ``start`` does not reach, in passes over
-    all vertices until a pass finds none (a repair can remove an edge an earlier vertex's path used), at most
-    ``max_rounds`` passes.
-
-    Returns ``(nbr, lens, n_repaired, n_unreached_after_last_pass, status)``.
-    """
-    n = x.shape[0]
-    cap = nbr.shape[1]
-    stack = np.empty((64, 2), dtype=np.int32)
-    removed = np.empty(64, dtype=np.int32)
-    n_rep = 0
-    n_fail = 0
-    for _ in range(max_rounds):
-        n_fail = 0
-        for v in range(n):
-            u, _ = downhill(x, nbr, deg, v, start)
-            if u != v:
-                n_fail += 1
-                nbr, lens, cap, stack, _, _, st = _traverse_add(
-                    x, nbr, lens, deg, cap, start, v, stack, max_ops, removed
-                )
-                if st != STATUS_OK:
-                    return nbr, lens, n_rep + n_fail, n_fail, st
-        n_rep += n_fail
-        if n_fail == 0:
-            break
-    return nbr, lens, n_rep, n_fail, STATUS_OK
-
-
-@njit(cache=True)
-def dense_to_csr(nbr, deg, max_degree):
-    """CSR arrays from the dense table, keeping each vertex's ``max_degree`` shortest edges (all when < 0)."""
-    n = nbr.shape[0]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    for v in range(n):
-        d = deg[v]
-        if max_degree >= 0 and d > max_degree:
-            d = max_degree
-        indptr[v + 1] = indptr[v] + d
-    indices = np.empty(indptr[n], dtype=np.int32)
-    for v in range(n):
-        s = indptr[v]
-        for e in range(indptr[v + 1] - s):
-            indices[s + e] = nbr[v, e]
-    return indptr, indices
+    return nbr, lens, n_pairs, rate, n_dist, status
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -277,230 +265,177 @@ def dense_to_csr(nbr, deg, max_degree):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _heap_push(hkey, hsrc, hrank, size, key, src, rank):
-    i = size
-    while i > 0:
-        p = (i - 1) >> 1
-        if hkey[p] <= key:
-            break
-        hkey[i] = hkey[p]
-        hsrc[i] = hsrc[p]
-        hrank[i] = hrank[p]
-        i = p
-    hkey[i] = key
-    hsrc[i] = src
-    hrank[i] = rank
-    return size + 1
-
-
-@njit(cache=True)
-def _heap_sift_down(hkey, hsrc, hrank, size):
-    """Restore the heap after the root was overwritten."""
-    key = hkey[0]
-    src = hsrc[0]
-    rank = hrank[0]
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= size:
-            break
-        if c + 1 < size and hkey[c + 1] < hkey[c]:
-            c += 1
-        if hkey[c] >= key:
-            break
-        hkey[i] = hkey[c]
-        hsrc[i] = hsrc[c]
-        hrank[i] = hrank[c]
-        i = c
-    hkey[i] = key
-    hsrc[i] = src
-    hrank[i] = rank
-
-
-@njit(cache=True)
-def _topk_insert(out_d, out_i, k, d, idx):
-    """Insert ``(d, idx)`` into the ascending top-k lists (equal distances keep insertion order)."""
-    if d >= out_d[k - 1]:
-        return
+@njit(**_OPTS)
+def _topk_insert(out_d, out_i, row, k, d, idx):
+    """Insert ``(d, idx)`` into row ``row`` of the ascending top-k lists (equal distances keep insertion order)."""
     j = k - 1
-    while j > 0 and out_d[j - 1] > d:
-        out_d[j] = out_d[j - 1]
-        out_i[j] = out_i[j - 1]
+    while j > 0 and out_d[row, j - 1] > d:
+        out_d[row, j] = out_d[row, j - 1]
+        out_i[row, j] = out_i[row, j - 1]
         j -= 1
-    out_d[j] = d
-    out_i[j] = idx
+    out_d[row, j] = d
+    out_i[row, j] = idx
 
 
-@njit(cache=True)
-def backtrack(x, indptr, indices, gptr, gmem, q, start, k, budget, visited, stamp, hkey, hsrc, hrank, out_d, out_i):
-    """Backtrack search for query ``q`` from vertex ``start`` with at most ``budget`` distance computations.
+@njit(**_OPTS)
+def search_range(
+    x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
+    visited, stamp, hkey, hsrc, hend,
+):  # fmt: skip
+    """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i]]``, started at ``starts[i]``,
+    with at most ``budget`` distance computations.
 
-    A priority queue holds edges keyed by the distance from ``q`` to the edge's source vertex; each source has one
-    entry, pointing at its next unexplored (next-longer) edge. Popping an entry visits the edge's target if it is new
-    (one distance computation; the target enters the queue with its shortest edge) and advances the source to its
-    next edge. The best ``k`` visited vertices are kept, each expanded to its group of points (``gmem[gptr[v]:
-    gptr[v+1]]``, the duplicates of vertex ``v``). ``visited[v] == stamp`` marks vertices seen by this query.
-    Results go to ``out_d``/``out_i`` (pre-filled with inf/-1); returns the number of distance computations.
+    A priority queue holds edges keyed by the distance from the query to the edge's source vertex; each source has
+    one entry, pointing at its next unexplored (next-longer) CSR edge ``hsrc`` (its last edge is ``hend - 1``).
+    Popping the minimum visits the edge's target if it is new (one distance computation; the target enters the queue
+    with its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays
+    put. The best ``k`` visited vertices are kept, each expanded to its group of points (``gmem[gptr[v]:gptr[v+1]]``,
+    the duplicates of vertex ``v``).
+
+    Scratch: ``visited`` (V,) int32 with generation stamps (``visited[v] == stamp`` marks vertices seen by the current
+    query; never cleared between queries), heap arrays of length ``budget + 1``. Writes rows ``lo .. hi-1`` of
+    ``out_d``/``out_i`` (inf / -1 padded) and ``n_dist``; returns the last stamp used.
     """
-    visited[start] = stamp
-    d0 = _sqdist(x[start], q)
-    n_dist = 1
-    for m in range(gptr[start], gptr[start + 1]):
-        _topk_insert(out_d, out_i, k, d0, gmem[m])
-    size = 0
-    if indptr[start + 1] > indptr[start]:
-        size = _heap_push(hkey, hsrc, hrank, size, d0, start, 0)
-    while size > 0 and n_dist < budget:
-        src = hsrc[0]
-        rank = hrank[0]
-        e = indptr[src] + rank
-        tgt = indices[e]
-        # Advance the source to its next-longer edge (same key), or drop it when its edges are exhausted.
-        if e + 1 < indptr[src + 1]:
-            hrank[0] = rank + 1
-        else:
-            size -= 1
-            if size > 0:
-                hkey[0] = hkey[size]
-                hsrc[0] = hsrc[size]
-                hrank[0] = hrank[size]
-                _heap_sift_down(hkey, hsrc, hrank, size)
-        if visited[tgt] == stamp:
-            continue
-        visited[tgt] = stamp
-        d = _sqdist(x[tgt], q)
-        n_dist += 1
-        if d < out_d[k - 1]:
-            for m in range(gptr[tgt], gptr[tgt + 1]):
-                _topk_insert(out_d, out_i, k, d, gmem[m])
-        if indptr[tgt + 1] > indptr[tgt]:
-            size = _heap_push(hkey, hsrc, hrank, size, d, tgt, 0)
-    return n_dist
-
-
-@njit(parallel=True, cache=True)
-def search_batch(x, indptr, indices, gptr, gmem, queries, starts, k, budget, n_chunks):
-    """Backtrack search of every query row (``starts[i]`` is query i's start vertex), ``n_chunks`` chunks in parallel.
-
-    Returns ``(sq_dist (Q, k) float32, point indices (Q, k) int64, distance computations (Q,) int32)``; rows with
-    fewer than ``k`` reachable points are padded with inf / -1.
-    """
-    nq = queries.shape[0]
-    nv = x.shape[0]
-    out_d = np.full((nq, k), np.inf, dtype=np.float32)
-    out_i = np.full((nq, k), -1, dtype=np.int64)
-    n_dist = np.zeros(nq, dtype=np.int32)
-    chunk = (nq + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        lo = c * chunk
-        hi = min(nq, lo + chunk)
-        if lo >= hi:
-            continue
-        visited = np.zeros(nv, dtype=np.int32)
-        hcap = min(budget, nv) + 1
-        hkey = np.empty(hcap, dtype=np.float32)
-        hsrc = np.empty(hcap, dtype=np.int32)
-        hrank = np.empty(hcap, dtype=np.int32)
-        for i in range(lo, hi):
-            n_dist[i] = backtrack(
-                x, indptr, indices, gptr, gmem, queries[i], starts[i], k, budget, visited, i - lo + 1,
-                hkey, hsrc, hrank, out_d[i], out_i[i],
-            )  # fmt: skip
-    return out_d, out_i, n_dist
+    for i in range(lo, hi):
+        stamp += 1
+        if stamp == 2147483647:  # wrap-around: clear once every 2^31 queries
+            for v in range(visited.shape[0]):
+                visited[v] = 0
+            stamp = 1
+        for j in range(k):
+            out_d[i, j] = np.inf
+            out_i[i, j] = -1
+        qr = qrows[i]
+        s = starts[i]
+        visited[s] = stamp
+        d0 = _sqdist(x, s, queries, qr)
+        nd = 1
+        for m in range(gptr[s], gptr[s + 1]):
+            if d0 < out_d[i, k - 1]:
+                _topk_insert(out_d, out_i, i, k, d0, gmem[m])
+        size = 0
+        if indptr[s + 1] > indptr[s]:
+            hkey[0] = d0
+            hsrc[0] = indptr[s]
+            hend[0] = indptr[s + 1]
+            size = 1
+        while size > 0 and nd < budget:
+            e = hsrc[0]
+            tgt = indices[e]
+            # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
+            if e + 1 < hend[0]:
+                hsrc[0] = e + 1
+            else:
+                size -= 1
+                if size > 0:
+                    key = hkey[size]
+                    src = hsrc[size]
+                    end = hend[size]
+                    p = 0
+                    while True:
+                        c = 2 * p + 1
+                        if c >= size:
+                            break
+                        if c + 1 < size and hkey[c + 1] < hkey[c]:
+                            c += 1
+                        if hkey[c] >= key:
+                            break
+                        hkey[p] = hkey[c]
+                        hsrc[p] = hsrc[c]
+                        hend[p] = hend[c]
+                        p = c
+                    hkey[p] = key
+                    hsrc[p] = src
+                    hend[p] = end
+            if visited[tgt] == stamp:
+                continue
+            visited[tgt] = stamp
+            d = _sqdist(x, tgt, queries, qr)
+            nd += 1
+            if d < out_d[i, k - 1]:
+                for m in range(gptr[tgt], gptr[tgt + 1]):
+                    _topk_insert(out_d, out_i, i, k, d, gmem[m])
+            b0 = indptr[tgt]
+            b1 = indptr[tgt + 1]
+            if b1 > b0:
+                # Push tgt's shortest edge with key d (sift up).
+                p = size
+                while p > 0:
+                    par = (p - 1) >> 1
+                    if hkey[par] <= d:
+                        break
+                    hkey[p] = hkey[par]
+                    hsrc[p] = hsrc[par]
+                    hend[p] = hend[par]
+                    p = par
+                hkey[p] = d
+                hsrc[p] = b0
+                hend[p] = b1
+                size += 1
+        n_dist[i] = nd
+    return stamp
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Refinement: backtrack-search candidates per vertex, re-pruned by occlusion.
+# Refinement: occlusion re-pruning of each vertex's candidate edges.
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _occlusion_prune(x, v, cand, cand_len, n_cand, out_nbr, out_len, max_keep):
-    """Keep the candidates of vertex ``v`` (sorted ascending by length) that no kept shorter edge occludes.
+@njit(**_OPTS)
+def prune_range(x, indptr, indices, cand_i, cand_d, lo, hi, max_keep, nbr, lens, deg, seen, cbuf, lbuf):
+    """New out-edges of vertices ``lo .. hi-1``: the candidates ``cand_i[v - lo]`` (search results for vertex v, -1
+    padded, possibly containing v) plus v's current CSR edges, sorted ascending by length (stable: ties keep candidate
+    order, so the result is deterministic), then pruned by the occlusion rule: ``v -> c`` is dropped when a kept
+    ``v -> e`` has ``D(v, e) < D(v, c)`` and ``D(e, c) < D(v, c)``. At most ``max_keep`` edges kept (``< 0``: all).
 
-    ``u -> c`` is dropped when some kept ``u -> e`` has ``D(u, e) < D(u, c)`` and ``D(e, c) < D(u, c)``. Stops after
-    ``max_keep`` kept edges (``< 0``: no limit). Returns the number kept.
+    Writes rows ``v`` of ``nbr``/``lens``/``deg``. Scratch: ``seen`` (V,) int32 filled with -1 by the caller (marks
+    are vertex ids, so it is never cleared), ``cbuf``/``lbuf`` of length ``cand_i.shape[1] + max out-degree``.
     """
-    kept = 0
-    for j in range(n_cand):
-        c = cand[j]
-        lc = cand_len[j]
-        occluded = False
-        for t in range(kept):
-            e = out_nbr[t]
-            if out_len[t] < lc and _sqdist(x[e], x[c]) < lc:
-                occluded = True
-                break
-        if not occluded:
-            out_nbr[kept] = c
-            out_len[kept] = lc
-            kept += 1
-            if max_keep >= 0 and kept >= max_keep:
-                break
-    return kept
-
-
-@njit(parallel=True, cache=True)
-def refine(x, indptr, indices, budget, n_cand, max_degree, n_chunks):
-    """One refinement pass: each vertex's out-edges are re-chosen from its current edges plus the ``n_cand`` nearest
-    vertices found by backtrack search for the vertex itself (from itself, ``budget`` distance computations),
-    pruned by the occlusion rule and capped at ``max_degree`` (``< 0``: no cap). Reads the old graph, writes a new
-    one (Jacobi style), so the result does not depend on thread scheduling.
-
-    Returns the new dense ``(nbr, lens, deg)``.
-    """
-    nv = x.shape[0]
-    max_old = 0
-    for v in range(nv):
-        max_old = max(max_old, indptr[v + 1] - indptr[v])
-    width = max_old + n_cand
-    nbr = np.full((nv, width), -1, dtype=np.int32)
-    lens = np.full((nv, width), np.inf, dtype=np.float32)
-    deg = np.zeros(nv, dtype=np.int32)
-    gptr = np.arange(nv + 1).astype(np.int64)
-    gmem = np.arange(nv).astype(np.int64)
-    kk = n_cand + 1
-    chunk = (nv + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        lo = c * chunk
-        hi = min(nv, lo + chunk)
-        if lo >= hi:
-            continue
-        visited = np.zeros(nv, dtype=np.int32)
-        seen = np.zeros(nv, dtype=np.int32)
-        hcap = min(budget, nv) + 1
-        hkey = np.empty(hcap, dtype=np.float32)
-        hsrc = np.empty(hcap, dtype=np.int32)
-        hrank = np.empty(hcap, dtype=np.int32)
-        od = np.empty(kk, dtype=np.float32)
-        oi = np.empty(kk, dtype=np.int64)
-        cand = np.empty(width, dtype=np.int32)
-        cand_len = np.empty(width, dtype=np.float32)
-        for v in range(lo, hi):
-            stamp = v - lo + 1
-            od[:] = np.inf
-            oi[:] = -1
-            backtrack(x, indptr, indices, gptr, gmem, x[v], v, kk, budget, visited, stamp, hkey, hsrc, hrank, od, oi)
-            n = 0
-            seen[v] = stamp
-            for j in range(kk):
-                w = oi[j]
-                if w >= 0 and seen[w] != stamp:
-                    seen[w] = stamp
-                    cand[n] = w
-                    cand_len[n] = od[j]
-                    n += 1
-            for e in range(indptr[v], indptr[v + 1]):
-                w = indices[e]
-                if seen[w] != stamp:
-                    seen[w] = stamp
-                    cand[n] = w
-                    cand_len[n] = _sqdist(x[v], x[w])
-                    n += 1
-            # Ascending by length; the stable sort keeps ties in candidate order, so the result is deterministic.
-            order = np.argsort(cand_len[:n], kind="mergesort")
-            sc = cand[:n][order]
-            sl = cand_len[:n][order]
-            deg[v] = _occlusion_prune(x, v, sc, sl, n, nbr[v], lens[v], max_degree)
-    return nbr, lens, deg
+    for v in range(lo, hi):
+        n = 0
+        seen[v] = v
+        r = v - lo
+        for j in range(cand_i.shape[1]):
+            w = cand_i[r, j]
+            if w >= 0 and seen[w] != v:
+                seen[w] = v
+                cbuf[n] = w
+                lbuf[n] = cand_d[r, j]
+                n += 1
+        for e in range(indptr[v], indptr[v + 1]):
+            w = indices[e]
+            if seen[w] != v:
+                seen[w] = v
+                cbuf[n] = w
+                lbuf[n] = _sqdist(x, v, x, w)
+                n += 1
+        # Stable insertion sort by length (n is a few dozen).
+        for a in range(1, n):
+            c = cbuf[a]
+            lc = lbuf[a]
+            b = a
+            while b > 0 and lbuf[b - 1] > lc:
+                cbuf[b] = cbuf[b - 1]
+                lbuf[b] = lbuf[b - 1]
+                b -= 1
+            cbuf[b] = c
+            lbuf[b] = lc
+        kept = 0
+        for j in range(n):
+            c = cbuf[j]
+            lc = lbuf[j]
+            occluded = False
+            for t in range(kept):
+                if lens[v, t] < lc and _sqdist(x, nbr[v, t], x, c) < lc:
+                    occluded = True
+                    break
+            if not occluded:
+                nbr[v, kept] = c
+                lens[v, kept] = lc
+                kept += 1
+                if max_keep >= 0 and kept >= max_keep:
+                    break
+        for t in range(kept, nbr.shape[1]):
+            nbr[v, t] = -1
+            lens[v, t] = np.inf
+        deg[v] = kept

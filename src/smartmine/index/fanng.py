@@ -21,12 +21,16 @@ results, and ``neighbours`` removes only the point's own index.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import breadth_first_order
 
 from smartmine._validation import ArrayLike, check_positive_int
 from smartmine.index import _fanng_kernels as K
@@ -47,6 +51,28 @@ def _check_nonneg_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
     return int(value)
+
+
+def _dense_to_csr(nbr: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(indptr int64, indices int32)`` of the dense table's first ``deg[v]`` entries of each row."""
+    indptr = np.zeros(nbr.shape[0] + 1, dtype=np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    mask = np.arange(nbr.shape[1])[None, :] < deg[:, None]
+    return indptr, np.ascontiguousarray(nbr[mask], dtype=np.int32)
+
+
+class _Scratch:
+    """Per-thread search scratch: the generation-stamped visited array and the heap (see ``search_range``)."""
+
+    def __init__(self, nv: int, budget: int, width: int) -> None:
+        self.visited = np.zeros(nv, dtype=np.int32)
+        self.stamp = 0
+        self.hkey = np.empty(budget + 1, dtype=np.float32)
+        self.hsrc = np.empty(budget + 1, dtype=np.int64)
+        self.hend = np.empty(budget + 1, dtype=np.int64)
+        self.seen = np.full(nv if width else 0, -1, dtype=np.int32)  # refinement only
+        self.cbuf = np.empty(width, dtype=np.int32)
+        self.lbuf = np.empty(width, dtype=np.float32)
 
 
 class FanngIndex(NeighbourIndex):
@@ -73,7 +99,8 @@ class FanngIndex(NeighbourIndex):
         max_ops: safety limit on the calls of one Traverse-Add cascade (default ``100 * N + 10_000``); a cascade that
             exceeds it (never observed on real data) stops construction with a ``RuntimeWarning``.
         seed: seed of the random pairs; construction and search are deterministic for a given seed and input.
-        n_threads: numba threads for search and refinement (default: numba's setting). Construction is sequential.
+        n_threads: threads for search and refinement (default: ``numba.get_num_threads()``); the compiled kernels
+            release the GIL and run on disjoint row ranges. Construction (Traverse-Add) is sequential.
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -162,43 +189,38 @@ class FanngIndex(NeighbourIndex):
         t0 = time.perf_counter()
         pts = to_numpy_f32(x, "x")
         n = pts.shape[0]
-        # Merge exact duplicates; vertices keep the order of each vector's first occurrence.
+        # Merge exact duplicates; vertices keep the order of each vector's first occurrence (relabelled at the end).
         _, first, inverse = np.unique(pts, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(first, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
-        self._vertex_of = rank[inverse].astype(np.int64)
-        self._x = np.ascontiguousarray(pts[first[order]])
-        nv = self._x.shape[0]
-        members = np.argsort(self._vertex_of, kind="stable").astype(np.int64)
-        counts = np.bincount(self._vertex_of, minlength=nv)
-        self._gptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._gmem = members
-        centroid = self._x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self._start = int(np.argmin(((self._x - centroid) ** 2).sum(axis=1)))
+        vertex_of = rank[inverse].astype(np.int64)
+        xv = np.ascontiguousarray(pts[first[order]])
+        nv = xv.shape[0]
+        centroid = xv.mean(axis=0, dtype=np.float64).astype(np.float32)
+        start = int(np.argmin(((xv - centroid) ** 2).sum(axis=1)))
         t_prep = time.perf_counter() - t0
 
         window = min(self.success_window, max(1, nv * (nv - 1)))
         max_pairs = self.max_pairs if self.max_pairs is not None else 200 * nv + 10 * window
         max_ops = self.max_ops if self.max_ops is not None else 100 * nv + 10_000
-        numba.set_num_threads(self._threads())
 
         t1 = time.perf_counter()
-        nbr, lens, deg, n_pairs, rate, n_dist, status = K.build_traverse_add(
-            self._x, self.target_success, window, self.seed, max_pairs, max_ops, 16
+        nbr = np.full((nv, 16), -1, dtype=np.int32)
+        lens = np.full((nv, 16), np.inf, dtype=np.float32)
+        deg = np.zeros(nv, dtype=np.int32)
+        nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
+            xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
         )
         t_ta = time.perf_counter() - t1
         self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
+        deg_ta = float(deg.mean()) if nv else 0.0
 
         cap = -1 if self.max_degree is None else self.max_degree
         t2 = time.perf_counter()
-        indptr, indices = K.dense_to_csr(nbr, deg, -1)
         for _ in range(self.refine if nv > 1 else 0):
-            nbr, lens, deg = K.refine(
-                self._x, indptr, indices, self.refine_budget, self.refine_candidates, cap, self._threads()
-            )
-            indptr, indices = K.dense_to_csr(nbr, deg, -1)
+            nbr, lens, deg = self._refine_pass(xv, *_dense_to_csr(nbr, deg), cap)
         t_refine = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -207,33 +229,124 @@ class FanngIndex(NeighbourIndex):
             # Cap first, then repair: the repair's few extra edges are what keeps every vertex reachable.
             if cap >= 0 and nbr.shape[1] > cap:
                 nbr, lens = nbr[:, :cap].copy(), lens[:, :cap].copy()
-                deg = np.minimum(deg, cap).astype(np.int32)
+                np.minimum(deg, cap, out=deg)
             if self.ensure_reachable:
-                nbr, lens, n_repaired, n_unreached, status = K.ensure_reachable(
-                    self._x, nbr, lens, deg, self._start, max_ops, 4
+                nbr, lens, n_repaired, unreached, _, status = K.grow_graph(
+                    xv, nbr, lens, deg, start, 1.0, 1, 0, 0, max_ops, 4
                 )
+                n_unreached = int(unreached)
                 self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
-        indptr, indices = K.dense_to_csr(nbr, deg, -1)
-        self._indptr, self._indices = indptr, indices
+        indptr, indices = _dense_to_csr(nbr, deg)
         t_repair = time.perf_counter() - t3
 
-        degrees = np.diff(indptr)
+        # Renumber the vertices in breadth-first order from the start vertex, so that vertices a search visits
+        # together sit close together in memory (fewer cache misses per distance computation).
+        t4 = time.perf_counter()
+        self._set_graph(xv, indptr, indices, vertex_of, start)
+        t_order = time.perf_counter() - t4
+
+        degrees = np.diff(self._indptr)
         self.stats_ = {
             "n_points": float(n),
             "n_vertices": float(nv),
             "n_pairs": float(n_pairs),
+            "pairs_per_vertex": float(n_pairs) / max(nv, 1),
             "success_rate": float(rate),
             "construction_distances": float(n_dist),
+            "mean_degree_traverse_add": deg_ta,
             "n_repaired": float(n_repaired),
             "n_unreached_downhill": float(n_unreached),
-            "n_edges": float(indices.size),
+            "n_edges": float(self._indices.size),
             "mean_degree": float(degrees.mean()) if nv else 0.0,
             "max_degree": float(degrees.max(initial=0)),
             "seconds_prepare": t_prep,
             "seconds_traverse_add": t_ta,
             "seconds_refine": t_refine,
             "seconds_repair": t_repair,
+            "seconds_reorder": t_order,
         }
+
+    def _set_graph(
+        self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, vertex_of: np.ndarray, start: int
+    ) -> None:
+        """Store the graph with vertices renumbered breadth-first from ``start`` (unreached vertices last)."""
+        nv = xv.shape[0]
+        graph = csr_matrix((np.ones(indices.size, np.int8), indices, indptr), shape=(nv, nv))
+        bfs = breadth_first_order(graph, start, directed=True, return_predecessors=False).astype(np.int64)
+        if bfs.size < nv:
+            missing = np.ones(nv, dtype=bool)
+            missing[bfs] = False
+            bfs = np.concatenate([bfs, np.flatnonzero(missing)])
+        new_of_old = np.empty(nv, dtype=np.int64)
+        new_of_old[bfs] = np.arange(nv)
+        degrees = np.diff(indptr)[bfs]
+        new_indptr = np.zeros(nv + 1, dtype=np.int64)
+        np.cumsum(degrees, out=new_indptr[1:])
+        # Position in the old ``indices`` of every new edge: row bfs[i]'s edges, in their (ascending) order.
+        src = np.repeat(indptr[:-1][bfs] - new_indptr[:-1], degrees) + np.arange(new_indptr[-1])
+        self._indices = new_of_old[indices[src]].astype(np.int32)
+        self._indptr = new_indptr
+        self._x = np.ascontiguousarray(xv[bfs])
+        self._start = int(new_of_old[start])
+        self._vertex_of = new_of_old[vertex_of]
+        self._gmem = np.argsort(self._vertex_of, kind="stable").astype(np.int64)
+        self._gptr = np.zeros(nv + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self._vertex_of, minlength=nv), out=self._gptr[1:])
+
+    def _refine_pass(
+        self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, cap: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One refinement pass: each vertex's out-edges are re-chosen from its current edges plus the
+        ``refine_candidates`` nearest vertices that backtrack search (from the vertex itself, ``refine_budget``
+        distance computations) finds for it, re-pruned by occlusion and capped at ``cap`` (``< 0``: no cap). Reads the
+        old graph and writes a new one (Jacobi style), so the result does not depend on thread scheduling."""
+        nv = xv.shape[0]
+        kk = min(self.refine_candidates + 1, nv)
+        budget = max(self.refine_budget, kk)
+        width = int(np.diff(indptr).max(initial=0)) + kk
+        nbr = np.full((nv, width), -1, dtype=np.int32)
+        lens = np.full((nv, width), np.inf, dtype=np.float32)
+        deg = np.zeros(nv, dtype=np.int32)
+        gptr = np.arange(nv + 1, dtype=np.int64)
+        gmem = np.arange(nv, dtype=np.int64)
+        rows = np.arange(nv, dtype=np.int64)
+
+        def work(lo: int, hi: int, scratch: _Scratch) -> None:
+            cd = np.empty((hi - lo, kk), dtype=np.float32)
+            ci = np.empty((hi - lo, kk), dtype=np.int64)
+            nd = np.empty(hi - lo, dtype=np.int32)
+            scratch.stamp = K.search_range(
+                xv, indptr, indices, gptr, gmem, xv, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd, ci, nd,
+                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend,
+            )  # fmt: skip
+            K.prune_range(
+                xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
+            )
+
+        self._parallel(nv, nv, budget, width, work)
+        return nbr, lens, deg
+
+    def _parallel(self, n_rows: int, nv: int, budget: int, width: int, work) -> None:
+        """Run ``work(lo, hi, scratch)`` over row chunks of ``range(n_rows)`` on ``n_threads`` threads (the kernels
+        release the GIL); each thread owns one :class:`_Scratch`."""
+        threads = max(1, min(self._threads(), n_rows))
+        chunk = max(1, min(4096, -(-n_rows // (4 * threads))))
+        bounds = [(lo, min(n_rows, lo + chunk)) for lo in range(0, n_rows, chunk)]
+        if threads == 1:
+            scratch = _Scratch(nv, budget, width)
+            for lo, hi in bounds:
+                work(lo, hi, scratch)
+            return
+        local = threading.local()
+
+        def run(b: tuple[int, int]) -> None:
+            if not hasattr(local, "s"):
+                local.s = _Scratch(nv, budget, width)
+            work(b[0], b[1], local.s)
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(run, bounds):
+                pass
 
     def _warn_status(self, status: int, n_pairs: int, rate: float, max_pairs: int, max_ops: int) -> None:
         if status == K.STATUS_MAX_PAIRS:
@@ -278,22 +391,31 @@ class FanngIndex(NeighbourIndex):
         b = getattr(self, "_budget_override", None) or self.search_budget
         return max(int(b), int(k))
 
-    def _run(self, q: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        numba.set_num_threads(self._threads())
-        n_chunks = max(1, min(q.shape[0], 8 * self._threads()))
-        d, i, _ = K.search_batch(
-            self._x, self._indptr, self._indices, self._gptr, self._gmem, q, starts, k, self._effective_budget(k),
-            n_chunks,
-        )  # fmt: skip
-        return d, i
+    def _run(self, queries: np.ndarray, qrows: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Backtrack search of ``queries[qrows[i]]`` from vertex ``starts[i]`` for every ``i``, in parallel."""
+        nq = qrows.shape[0]
+        budget = self._effective_budget(k)
+        out_d = np.empty((nq, k), dtype=np.float32)
+        out_i = np.empty((nq, k), dtype=np.int64)
+        n_dist = np.empty(nq, dtype=np.int32)
+        x, indptr, indices, gptr, gmem = self._x, self._indptr, self._indices, self._gptr, self._gmem
+
+        def work(lo: int, hi: int, scratch: _Scratch) -> None:
+            scratch.stamp = K.search_range(
+                x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
+                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend,
+            )  # fmt: skip
+
+        self._parallel(nq, self.n_vertices, budget, 0, work)
+        self.last_distance_computations_ = n_dist
+        return out_d, out_i
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = to_numpy_f32(queries, "queries")
-        starts = np.full(q.shape[0], self._start, dtype=np.int64)
-        return self._run(q, starts, k)
+        rows = np.arange(q.shape[0], dtype=np.int64)
+        return self._run(q, rows, np.full(q.shape[0], self._start, dtype=np.int64), k)
 
     def _neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         # Each point is its own query, starting from its own vertex; k + 1 results, then the point itself is dropped.
-        q = self._x[self._vertex_of]
-        d, i = self._run(q, self._vertex_of, k + 1)
+        d, i = self._run(self._x, self._vertex_of, self._vertex_of, k + 1)
         return drop_self(d, i, k)
