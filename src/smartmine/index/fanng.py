@@ -61,6 +61,25 @@ def _dense_to_csr(nbr: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndar
     return indptr, np.ascontiguousarray(nbr[mask], dtype=np.int32)
 
 
+def _spatial_order(x: np.ndarray, seed: int, leaf: int = 32) -> np.ndarray:
+    """A permutation of the rows of ``x`` that puts nearby points close together: the leaf order of a random-projection
+    tree (each level splits every group at the median of its projection on one random direction) down to groups of
+    about ``leaf`` points. ``O(N D log(N / leaf))``, deterministic under ``seed``."""
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    group = np.zeros(n, dtype=np.int64)
+    for _ in range(max(0, int(np.ceil(np.log2(max(n / leaf, 1.0)))))):
+        proj = x @ rng.normal(size=x.shape[1]).astype(np.float32)
+        order = np.lexsort((proj, group))
+        g = group[order]
+        lo = np.searchsorted(g, g, side="left")
+        hi = np.searchsorted(g, g, side="right")
+        new = np.empty(n, dtype=np.int64)
+        new[order] = 2 * g + (np.arange(n) - lo >= (hi - lo) // 2)
+        group = new
+    return np.lexsort((np.arange(n), group))
+
+
 class _Scratch:
     """Per-thread search scratch: the generation-stamped visited array and the heap (see ``search_range``)."""
 
@@ -189,15 +208,22 @@ class FanngIndex(NeighbourIndex):
         t0 = time.perf_counter()
         pts = to_numpy_f32(x, "x")
         n = pts.shape[0]
-        # Merge exact duplicates; vertices keep the order of each vector's first occurrence (relabelled at the end).
+        # Merge exact duplicates (vertices are renumbered twice: spatially for construction, breadth-first at the end).
         _, first, inverse = np.unique(pts, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(first, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         vertex_of = rank[inverse].astype(np.int64)
-        xv = np.ascontiguousarray(pts[first[order]])
+        xv = pts[first[order]]
         nv = xv.shape[0]
+        # Spatial pre-order (ours, a memory-layout choice only): Traverse-Add touches vertices near each other together,
+        # so storing nearby vectors together saves cache misses (about 1.25x faster construction at 50k × 64).
+        perm = _spatial_order(xv, self.seed)
+        new_id = np.empty(nv, dtype=np.int64)
+        new_id[perm] = np.arange(nv)
+        xv = np.ascontiguousarray(xv[perm])
+        vertex_of = new_id[vertex_of]
         centroid = xv.mean(axis=0, dtype=np.float64).astype(np.float32)
         start = int(np.argmin(((xv - centroid) ** 2).sum(axis=1)))
         t_prep = time.perf_counter() - t0
