@@ -25,6 +25,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from smartmine.training import builders
+from smartmine.training.artifacts import (
+    NUM_GALLERY_ANCHORS,
+    first_triplet_per_anchor,
+    record_mined,
+    save_test_embeddings,
+)
 from smartmine.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from smartmine.training.config import RunConfig, config_to_dict, dump_config
 from smartmine.training.distributed import DistInfo, all_reduce_sum, barrier, gather_rows, init_distributed
@@ -125,6 +131,7 @@ class Trainer:
         # Progress bars only on an interactive terminal (logs and CI get one summary line per epoch).
         self._progress = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
         self.history: list[dict] = []
+        self.gallery_anchors: list[int] | None = None  # training anchors whose mined triplets the report shows
         self.best_value = -math.inf
         self.start_epoch = 1
         if resume:
@@ -172,6 +179,7 @@ class Trainer:
             "smart": self.smart.state_dict() if self.smart is not None else None,
             "history": self.history,
             "best_value": self.best_value,
+            "gallery_anchors": self.gallery_anchors,
         }
 
     def _save(self, epoch: int, *, best: bool) -> None:
@@ -207,6 +215,7 @@ class Trainer:
             self.smart.load_state_dict(extra["smart"])
         self.history = list(extra["history"])
         self.best_value = float(extra["best_value"])
+        self.gallery_anchors = extra.get("gallery_anchors")
         self.start_epoch = int(ckpt["epoch"]) + 1
         if self.dist.is_main:
             # The CSV may hold a row written after the checkpoint: the checkpoint's history is the truth.
@@ -279,6 +288,8 @@ class Trainer:
         row["skipped_batches"] = int(skipped)
         for name, value in stats["terms"].items():
             row[f"loss_{name}"] = value / max(stats["batches"], 1)
+        if self.smart is None and self.dist.is_main:
+            self._record_probe_triplets(epoch)
         if self.smart is not None and row["train_error"] is not None:
             next_kappa = self.smart.update_error(row["train_error"])
             row["next_kappa"] = next_kappa
@@ -374,6 +385,8 @@ class Trainer:
         plan, stats = self.smart.plan_epoch(emb, self.train_labels, epoch - 1)
         row.update(_smart_stats(stats))
         self._check_same_plan(plan, epoch)
+        if emb is not None and self.dist.is_main:
+            self._record_smart_triplets(epoch, emb, stats)
         row["mining_seconds"] = row.get("embed_seconds", 0.0) + sum(
             row.get(k, 0.0) or 0.0 for k in ("index_seconds", "search_seconds", "selection_seconds")
         )
@@ -391,6 +404,45 @@ class Trainer:
                 yield images, labels, idx, trip, counted
 
         return gen(), len(triplet_batches)
+
+    def _record_smart_triplets(self, epoch: int, emb: torch.Tensor, stats: dict) -> None:
+        """Sample for the report: the first mined triplet of a fixed set of anchors (fixed at the first mining)."""
+        sel = getattr(self.smart, "last_selection", None)
+        if sel is None:
+            return
+        if self.gallery_anchors is None:
+            mined = np.unique(np.asarray(sel.anchors))
+            if len(mined) == 0:
+                return
+            rng = np.random.default_rng(self.cfg.seed)
+            pick = rng.choice(mined, size=min(NUM_GALLERY_ANCHORS, len(mined)), replace=False)
+            self.gallery_anchors = sorted(int(a) for a in pick)
+        triplets = first_triplet_per_anchor(
+            np.asarray(sel.anchors), np.asarray(sel.positives), np.asarray(sel.negatives), self.gallery_anchors
+        )
+        record_mined(self.run_dir, epoch, "smart", triplets, emb, kappa=stats.get("kappa"))
+
+    def _record_probe_triplets(self, epoch: int) -> None:
+        """For in-batch miners: mine a fixed probe batch (P classes × K images) and keep each class's first anchor."""
+        m = self.cfg.mining
+        rng = np.random.default_rng(self.cfg.seed)
+        counts = np.bincount(self.train_labels)
+        eligible = np.flatnonzero(counts >= 2)
+        classes = rng.choice(eligible, size=min(m.classes_per_batch, len(eligible)), replace=False)
+        probe = np.concatenate([
+            rng.choice(np.flatnonzero(self.train_labels == c), size=m.samples_per_class,
+                       replace=bool(counts[c] < m.samples_per_class))
+            for c in classes
+        ])
+        emb = self._embed_train(probe)
+        miner = builders.build_in_batch_miner(self.cfg, epoch_seed(self.cfg.seed, epoch))
+        a, p, n = (t.cpu().numpy() for t in miner(emb, torch.from_numpy(self.train_labels[probe])))
+        wanted_rows = [i * m.samples_per_class for i in range(min(NUM_GALLERY_ANCHORS, len(classes)))]
+        rows = first_triplet_per_anchor(a, p, n, wanted_rows)
+        triplets = [(int(probe[r]), None if q is None else int(probe[q]), None if z is None else int(probe[z]))
+                    for r, q, z in rows]
+        index_of = {int(idx): row for row, idx in enumerate(probe)}
+        record_mined(self.run_dir, epoch, m.strategy, triplets, emb, index_of=index_of)
 
     def _check_same_plan(self, plan, epoch: int) -> None:
         """Under torch.distributed every rank must have mined the identical plan (same embeddings, seed and κ)."""
@@ -502,6 +554,7 @@ class Trainer:
                 emb, labels, ks=tuple(self.cfg.eval.ks), compute_nmi=self.cfg.eval.compute_nmi,
                 seed=self.cfg.seed,
             ).items() if _is_metric(k)}
+            save_test_embeddings(self.run_dir, emb, labels, epoch)
             spread = float(emb.std(dim=0).sum())
             out["embedding_spread"] = spread
             if spread < 1e-3:
