@@ -33,9 +33,12 @@ def _check_ks(ks: Sequence[int], gallery_size: int, self_query: bool) -> tuple[i
     return out
 
 
-def _default_chunk(n_gallery: int, k_max: int, backend: str) -> int:
-    # Per query row: the float32 distance block (torch only) plus ~64 bytes per neighbour for the indices, labels and
-    # the float64 per-position temporaries of MAP@R.
+def _default_chunk(n_gallery: int, k_max: int, backend: str, device: torch.device) -> int | None:
+    """Query rows per k-NN block; ``None`` lets the CPU torch path use its own tile size (a tile is a few MiB)."""
+    if backend == "torch" and device.type == "cpu":
+        return None
+    # Per query row: the float32 distance block (torch on GPU only) plus ~64 bytes per neighbour for the indices,
+    # labels and the float64 per-position temporaries of MAP@R.
     per_row = 64 * k_max + (4 * n_gallery if backend == "torch" else 0)
     rows = max(1, DEFAULT_BLOCK_BYTES // per_row)
     return rows if backend == "torch" else min(rows, FAISS_DEFAULT_CHUNK)
@@ -156,7 +159,7 @@ def retrieval_metrics(
         raise ValueError(f"labels: no query has a same-class item in the gallery ({what})")
     k_max = max(max(ks), int(r_all.max()))
     if chunk_size is None:
-        chunk_size = _default_chunk(g.shape[0], k_max, backend)
+        chunk_size = _default_chunk(g.shape[0], k_max, backend, dev)
 
     q_ids, g_ids, r_all, valid_all = (t.to(dev) for t in (q_ids, g_ids, r_all, valid_all))
     positions = torch.arange(1, k_max + 1, device=dev, dtype=torch.float64)

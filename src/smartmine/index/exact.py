@@ -1,16 +1,25 @@
-"""Exact k-nearest-neighbour search by chunked matrix products in torch (CPU or CUDA).
+"""Exact k-nearest-neighbour search by tiled matrix products (CPU or CUDA).
 
-Squared Euclidean distances are computed as ``‖q‖² + ‖g‖² − 2 q·g`` one block of queries at a time, so peak memory is
-one ``(chunk × N)`` float32 block plus the ``(chunk × k)`` results, whatever the number of queries. The chunk is sized
-from a byte budget (``DEFAULT_BLOCK_BYTES``), so a 1M-point gallery needs only a few dozen query rows per block.
+Squared Euclidean distances are computed as ``‖q‖² + ‖g‖² − 2 q·g`` one tile at a time, so peak memory is one tile
+plus the ``(rows × k)`` results, whatever the number of points.
 
-Ordering is deterministic: ascending by distance, equal distances by ascending gallery index. ``torch.topk`` alone
-does not promise which of several equal values it keeps, so rows whose ``k``-th and ``(k+1)``-th values tie (only
-duplicates or exactly equidistant points do this) are re-ranked with a stable sort of that row.
+On the CPU the ``k`` smallest of every row are kept in a bounded max-heap per query (compiled with numba) that is fed
+straight from each ``(tile_rows × tile_cols)`` distance tile while the tile is still in cache: one pass over the
+distances, no ``torch.topk`` over a wide block. The heap is keyed by ``(distance, gallery index)``, so equal
+distances are ranked by index exactly, without a re-sort. When the queries *are* the gallery (``exclude_self``), the
+distance matrix is symmetric: each tile pair ``(I, J)`` with ``I < J`` is computed once and feeds both the heaps of
+the rows of ``I`` (along its rows) and those of ``J`` (along its columns), which halves the matrix-product work. That
+keeps ``N × k`` heap entries in memory (12 bytes each), so it is used only while they fit the block budget; otherwise
+the queries are streamed tile by tile.
+
+On CUDA (or any non-CPU device) a ``(chunk × N)`` block is reduced with ``torch.topk``; ``torch.topk`` alone does not
+promise which of several equal values it keeps, so rows whose ``k``-th and ``(k+1)``-th values tie (only duplicates or
+exactly equidistant points do this) are re-ranked with a stable sort of that row.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
@@ -18,7 +27,18 @@ from smartmine._validation import ArrayLike, check_embeddings, check_positive_in
 from smartmine.index.base import NeighbourIndex
 
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-"""Byte budget of one ``(chunk × N)`` distance block plus its top-k temporaries (256 MiB)."""
+"""Byte budget of one ``(chunk × N)`` distance block plus its top-k temporaries (256 MiB); on the CPU, also the budget
+of the ``N × k`` heaps that let a self-query use the symmetry of the distance matrix."""
+
+CPU_TILE = 4096
+"""Rows and columns of one CPU distance tile (64 MiB in float32): large enough for an efficient matrix product, small
+enough that the heap pass reads it back from the last-level cache."""
+
+_SCAN = 32
+"""Tile columns tested together for any candidate before the per-element heap updates (row heaps)."""
+
+_COL_RUN = 256
+"""Tile columns owned by one thread when a tile feeds the heaps of its columns (per row: one contiguous run)."""
 
 
 def resolve_device(device: torch.device | str | None, like: torch.Tensor | None = None) -> torch.device:
@@ -61,6 +81,182 @@ def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.gather(vals, 1, order), torch.gather(idx, 1, order)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# CPU path: bounded heaps fed from distance tiles (numba).
+# A heap row holds the k best (distance, index) pairs seen so far as a max-heap: the root is the worst kept pair, so a
+# new candidate is compared with the root only (almost always a rejection) and, if better, replaces it.
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _replace_root(hv, hi, k, v, j):
+    """Replace the root of the max-heap ``(hv, hi)`` (length ``k``, keyed by ``(value, index)``) with ``(v, j)``."""
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= k:
+            break
+        r = c + 1
+        if r < k and (hv[r] > hv[c] or (hv[r] == hv[c] and hi[r] > hi[c])):
+            c = r
+        if hv[c] > v or (hv[c] == v and hi[c] > j):
+            hv[pos] = hv[c]
+            hi[pos] = hi[c]
+            pos = c
+        else:
+            break
+    hv[pos] = v
+    hi[pos] = j
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _feed_rows(block, row_sq, row0, col0, heap_v, heap_i, heap_row0, skip_self):  # pragma: no cover - compiled
+    """Offer ``block[r, c] + row_sq[r]`` (gallery index ``col0 + c``) to the heap of query ``row0 + r``, which is
+    heap row ``row0 + r - heap_row0``; with ``skip_self`` the gallery index equal to the query index is skipped."""
+    n_rows, n_cols = block.shape
+    k = heap_v.shape[1]
+    for r in numba.prange(n_rows):
+        q = row0 + r
+        hv = heap_v[q - heap_row0]
+        hi = heap_i[q - heap_row0]
+        add = row_sq[r]
+        top = hv[0]
+        for s in range(0, n_cols, _SCAN):
+            e = min(n_cols, s + _SCAN)
+            # Branch-free (vectorised) test of the whole run first: almost every run holds no candidate at all.
+            n_hits = 0
+            for c in range(s, e):
+                n_hits += block[r, c] + add <= top
+            if n_hits == 0:
+                continue
+            for c in range(s, e):
+                v = block[r, c] + add
+                j = col0 + c
+                if v < top or (v == top and j < hi[0]):
+                    if skip_self and j == q:
+                        continue
+                    _replace_root(hv, hi, k, v, j)
+                    top = hv[0]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _feed_cols(block, row_sq, row0, col0, heap_v, heap_i):  # pragma: no cover - compiled
+    """Offer ``block[r, c] + row_sq[r]`` (index ``row0 + r``) to the heap of point ``col0 + c``: the transposed use
+    of a symmetric tile. Threads own disjoint column runs and read the tile row by row (contiguous)."""
+    n_rows, n_cols = block.shape
+    k = heap_v.shape[1]
+    n_runs = (n_cols + _COL_RUN - 1) // _COL_RUN
+    for b in numba.prange(n_runs):
+        s = b * _COL_RUN
+        e = min(n_cols, s + _COL_RUN)
+        top = np.empty(e - s, dtype=heap_v.dtype)
+        for c in range(s, e):
+            top[c - s] = heap_v[col0 + c, 0]
+        for r in range(n_rows):
+            add = row_sq[r]
+            j = row0 + r
+            for s2 in range(s, e, _SCAN):
+                e2 = min(e, s2 + _SCAN)
+                n_hits = 0
+                for c in range(s2, e2):
+                    n_hits += block[r, c] + add <= top[c - s]
+                if n_hits == 0:
+                    continue
+                for c in range(s2, e2):
+                    v = block[r, c] + add
+                    g = col0 + c
+                    if v < top[c - s] or (v == top[c - s] and j < heap_i[g, 0]):
+                        _replace_root(heap_v[g], heap_i[g], k, v, j)
+                        top[c - s] = heap_v[g, 0]
+
+
+def _sort_heaps(heap_v: torch.Tensor, heap_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heap rows in ascending ``(value, index)`` order: sort by index, then stable-sort by value."""
+    order = torch.argsort(heap_i, dim=1)
+    heap_i = torch.gather(heap_i, 1, order)
+    heap_v = torch.gather(heap_v, 1, order)
+    order = torch.sort(heap_v, dim=1, stable=True).indices
+    return torch.gather(heap_v, 1, order), torch.gather(heap_i, 1, order)
+
+
+class _TileProducts:
+    """``‖g_J‖² − 2 x_I·g_Jᵀ`` tiles written into one reused buffer (no allocation per tile)."""
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, tile_rows: int, tile_cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.cols_sq = (cols * cols).sum(dim=1)
+        self.buffer = torch.empty(min(tile_rows, rows.shape[0]) * min(tile_cols, cols.shape[0]), dtype=rows.dtype)
+
+    def __call__(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        out = self.buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+        torch.addmm(self.cols_sq[None, c0:c1], self.rows[r0:r1], self.cols[c0:c1].T, alpha=-2.0, out=out)
+        return out.numpy()
+
+
+def _new_heaps(n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # (inf, int64 max) loses to every real candidate, including an overflowed inf distance.
+    return torch.full((n, k), float("inf"), dtype=dtype), torch.full((n, k), torch.iinfo(torch.long).max)
+
+
+def _symmetric_cpu(x: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-points k-NN (self excluded) of ``x`` ``(N, D)`` on the CPU, each tile pair ``I <= J`` computed once."""
+    n = x.shape[0]
+    sq = ((x * x).sum(dim=1)).numpy()
+    heap_v, heap_i = _new_heaps(n, k, x.dtype)
+    hv, hi = heap_v.numpy(), heap_i.numpy()
+    products = _TileProducts(x, x, tile, tile)
+    for r0 in range(0, n, tile):
+        r1 = min(r0 + tile, n)
+        for c0 in range(r0, n, tile):
+            c1 = min(c0 + tile, n)
+            block = products(r0, r1, c0, c1)
+            _feed_rows(block, sq[r0:r1], r0, c0, hv, hi, 0, c0 == r0)
+            if c0 != r0:  # a diagonal tile already fed both of its sides along its rows
+                _feed_cols(block, sq[r0:r1], r0, c0, hv, hi)
+    return _sort_heaps(heap_v, heap_i)
+
+
+def _streamed_cpu(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool, tile_rows: int):
+    """Yield ``(start, sq_dist, idx)`` per block of ``tile_rows`` queries; gallery in tiles of ``CPU_TILE`` columns."""
+    n_g = gallery.shape[0]
+    tile_cols = min(n_g, CPU_TILE)
+    products = _TileProducts(queries, gallery, tile_rows, tile_cols)
+    for r0 in range(0, queries.shape[0], tile_rows):
+        r1 = min(r0 + tile_rows, queries.shape[0])
+        sq = ((queries[r0:r1] * queries[r0:r1]).sum(dim=1)).numpy()
+        heap_v, heap_i = _new_heaps(r1 - r0, k, queries.dtype)
+        hv, hi = heap_v.numpy(), heap_i.numpy()
+        for c0 in range(0, n_g, tile_cols):
+            c1 = min(c0 + tile_cols, n_g)
+            _feed_rows(products(r0, r1, c0, c1), sq, r0, c0, hv, hi, r0, exclude_self)
+        yield r0, *_sort_heaps(heap_v, heap_i)
+
+
+def _iter_cpu(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool,
+    chunk_size: int | None,
+    block_bytes: int,
+    dtype: torch.dtype,
+):
+    """CPU branch of :func:`iter_exact_knn`: symmetric tiles for a self-query whose ``N × k`` heaps fit
+    ``block_bytes``, query-streamed tiles otherwise. ``chunk_size`` sets the tile rows (default :data:`CPU_TILE`)."""
+    # numba's pool follows torch's thread setting, so torch.set_num_threads limits both halves of the work.
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    tile = chunk_size if chunk_size is not None else CPU_TILE
+    g = gallery.detach().to(device="cpu", dtype=dtype).contiguous()
+    if exclude_self and g.shape[0] * k * 12 <= block_bytes:
+        vals, idx = _symmetric_cpu(g, k, tile)
+        vals = vals.clamp_min_(0.0).to(torch.float32)
+        for start in range(0, g.shape[0], tile):
+            yield start, vals[start : start + tile], idx[start : start + tile]
+        return
+    q = g if exclude_self else queries.detach().to(device="cpu", dtype=dtype).contiguous()
+    for start, vals, idx in _streamed_cpu(q, g, k, exclude_self, tile):
+        yield start, vals.clamp_min_(0.0).to(torch.float32), idx
+
+
 def iter_exact_knn(
     queries: torch.Tensor,
     gallery: torch.Tensor,
@@ -79,6 +275,9 @@ def iter_exact_knn(
     dev = resolve_device(device, gallery)
     # float64 stays float64 (used by exact tests); everything else is computed in float32.
     dtype = torch.float64 if gallery.dtype == torch.float64 and queries.dtype == torch.float64 else torch.float32
+    if dev.type == "cpu":
+        yield from _iter_cpu(queries, gallery, k, exclude_self, chunk_size, block_bytes, dtype)
+        return
     g = gallery.detach().to(device=dev, dtype=dtype)
     g_sq = (g * g).sum(dim=1)
     n_q, n_g = queries.shape[0], g.shape[0]
