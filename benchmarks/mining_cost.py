@@ -139,7 +139,7 @@ def main() -> None:
         "--spread",
         type=float,
         default=1.0,
-        help="within-class noise (centres are standard normal; 1.0: classes overlap)",
+        help="within-class noise (1.0: classes overlap)",
     )
     p.add_argument("--k", type=int, default=64, help="neighbours per point")
     p.add_argument("--kappa", type=float, default=1.0)
