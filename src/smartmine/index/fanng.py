@@ -12,7 +12,13 @@ Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine
 4. Out-degree cap: each vertex keeps its ``max_degree`` shortest edges.
 
 Search is the paper's **backtrack search** with a budget of distance computations, starting from the vertex nearest
-the centroid (``search``) or from the point itself (``neighbours``), parallel over queries.
+the centroid (``search``) or from the point itself (``neighbours``), parallel over queries: the GIL-free kernels run
+on row ranges from a thread pool (no ``parallel=True``, whose compilation would cost more than the tests themselves).
+
+Memory layout (ours; no effect on results beyond tie order): vertices are stored in the leaf order of a
+random-projection tree during construction and renumbered breadth-first from the start vertex afterwards, so that
+the vectors a search or a Traverse-Add touches together sit together in memory. Vertex ids seen through
+``out_edges``/``vertex_vectors``/``vertex_of`` are these internal ids.
 
 Exact duplicate vectors are merged into one vertex before construction (a graph of points at distance 0 from each
 other would need an edge between every pair of them); a visited vertex contributes all of its duplicates to the
