@@ -37,7 +37,7 @@ enough that the heap pass reads it back from the last-level cache."""
 _SCAN = 32
 """Tile columns tested together for any candidate before the per-element heap updates (row heaps)."""
 
-_COL_RUN = 256
+_COL_RUN = 1024
 """Tile columns owned by one thread when a tile feeds the heaps of its columns (per row: one contiguous run)."""
 
 
