@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartmine.index.base import NeighbourIndex
-from smartmine.index.exact import DEFAULT_BLOCK_BYTES, ExactIndex, auto_chunk_size, exact_knn
+from smartmine.index.exact import DEFAULT_BLOCK_BYTES, ExactIndex, auto_chunk_size, exact_knn, iter_exact_knn
 
 
 def brute_force(queries: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool = False):
@@ -154,3 +154,30 @@ def test_cuda_matches_brute_force():
     assert i.device.type == "cuda"
     np.testing.assert_array_equal(i.cpu().numpy(), ei)
     np.testing.assert_allclose(d.cpu().numpy(), ed, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_streamed_path_when_heaps_exceed_budget(exclude_self):
+    # A 1-byte budget forbids the symmetric self-query (N × k heaps), so queries are streamed tile by tile and the
+    # own row is skipped by index; duplicates keep ties by index.
+    rng = np.random.default_rng(4)
+    x = np.concatenate([grid_points(rng, 40, 2), rng.normal(size=(30, 2)).astype(np.float32)])
+    got_d, got_i = [], []
+    for start, d, i in iter_exact_knn(
+        torch.from_numpy(x), torch.from_numpy(x), 7, exclude_self=exclude_self, chunk_size=9, block_bytes=1
+    ):
+        assert start == sum(len(b) for b in got_i)
+        got_d.append(d.numpy())
+        got_i.append(i.numpy())
+    ed, ei = brute_force(x, x, 7, exclude_self)
+    np.testing.assert_array_equal(np.concatenate(got_i), ei)
+    np.testing.assert_allclose(np.concatenate(got_d), ed, rtol=1e-5, atol=1e-5)
+
+
+def test_symmetric_tiles_match_brute_force_float64():
+    # Several symmetric tiles (chunk 16 over 70 points), float64 input: each tile pair feeds rows and columns.
+    x = np.random.default_rng(5).normal(size=(70, 3))
+    d, i = exact_knn(x, x, 9, exclude_self=True, chunk_size=16)
+    ed, ei = brute_force(x, x, 9, exclude_self=True)
+    np.testing.assert_array_equal(i.numpy(), ei)
+    np.testing.assert_allclose(d.numpy(), ed, rtol=1e-6, atol=1e-6)
