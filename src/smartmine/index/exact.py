@@ -170,13 +170,23 @@ def _feed_cols(block, row_sq, row0, col0, heap_v, heap_i):  # pragma: no cover -
                         top[c - s] = heap_v[g, 0]
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _heapsort_rows(heap_v, heap_i):  # pragma: no cover - compiled
+    """Sort every heap row in place into ascending ``(value, index)`` order (heapsort: pop the max to the end)."""
+    k = heap_v.shape[1]
+    for q in numba.prange(heap_v.shape[0]):
+        hv = heap_v[q]
+        hi = heap_i[q]
+        for end in range(k - 1, 0, -1):
+            v, j = hv[end], hi[end]
+            hv[end], hi[end] = hv[0], hi[0]
+            _replace_root(hv[:end], hi[:end], end, v, j)
+
+
 def _sort_heaps(heap_v: torch.Tensor, heap_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heap rows in ascending ``(value, index)`` order: sort by index, then stable-sort by value."""
-    order = torch.argsort(heap_i, dim=1)
-    heap_i = torch.gather(heap_i, 1, order)
-    heap_v = torch.gather(heap_v, 1, order)
-    order = torch.sort(heap_v, dim=1, stable=True).indices
-    return torch.gather(heap_v, 1, order), torch.gather(heap_i, 1, order)
+    """Heap rows in ascending ``(value, index)`` order (in place)."""
+    _heapsort_rows(heap_v.numpy(), heap_i.numpy())
+    return heap_v, heap_i
 
 
 class _TileProducts:
