@@ -194,9 +194,11 @@ class Trainer:
             config=config_to_dict(self.cfg),
             epoch=epoch,
         )
-        save_checkpoint(ckpt_dir / "last.pt", **kwargs)
+        # best.pt before last.pt: a kill between the two then redoes this epoch on resume (identically) and rewrites
+        # best.pt; the other order would leave a stale best.pt that no resumed epoch ever replaces.
         if best:
             save_checkpoint(ckpt_dir / "best.pt", **kwargs)
+        save_checkpoint(ckpt_dir / "last.pt", **kwargs)
 
     def _resume(self) -> None:
         from smartmine.training.checkpoint import check_compatible
