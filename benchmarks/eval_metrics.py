@@ -14,7 +14,9 @@ result that cannot fit memory at 100k).
 Every measurement runs in a fresh subprocess that first warms its library up on 600 points (imports, numba's compiled
 kernels, faiss) and then times one call, so the peak resident memory (``ru_maxrss``) belongs to that process. The
 table shows it next to the resident memory just before the timed call (interpreter, torch, the data), and the median
-wall time of the repeats (the timed region is only the metric call).
+wall time of the repeats (the timed region is only the metric call) with the median CPU time (user + system, all
+threads) of the same region, which other processes on a shared machine disturb far less than wall time. Repeats are
+interleaved across methods.
 
     python benchmarks/eval_metrics.py            # N = 20k, 50k, 100k; 3 repeats each
     python benchmarks/eval_metrics.py --quick    # N = 2k, 5k; 3 repeats (a smoke run)
@@ -86,12 +88,21 @@ def worker(method: str, n: int, with_nmi: bool, regime: str) -> dict:
         calc.get_accuracy(x[:600], y[:600])  # warm-up: faiss and PML's lazy imports and first-call set-up
 
     before = _rss_mib()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = call()
     seconds = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     p1 = result.get("precision@1", result.get("precision_at_1"))
-    return {"seconds": seconds, "rss_before_mib": before, "peak_rss_mib": peak, "precision_at_1": p1}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rss_before_mib": before,
+        "peak_rss_mib": peak,
+        "precision_at_1": p1,
+    }
 
 
 def measure(method: str, n: int, with_nmi: bool, regime: str) -> dict:
@@ -125,23 +136,34 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
         f"repeats {args.repeats}, NMI {'on' if args.with_nmi else 'off'}\n"
     )
-    print("| N | classes | method | median s | runs (s) | RSS before (MiB) | peak RSS (MiB) | P@1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    header = "| N | classes | method | median wall s | runs wall (s) | median CPU s | RSS before (MiB) |"
+    print(header + " peak RSS (MiB) | P@1 |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for n in sizes:
         n_classes = np.unique(make_data(n, args.labels)[1]).size
-        medians = {}
+        # Repeats are interleaved across methods (A, B, A, B, ...), so that load from other processes on a shared
+        # machine falls on every method alike rather than on whichever ran during a busy spell.
+        runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+        for _ in range(args.repeats):
+            for method in args.methods:
+                runs[method].append(measure(method, n, args.with_nmi, args.labels))
+        wall, cpu = {}, {}
         for method in args.methods:
-            runs = [measure(method, n, args.with_nmi, args.labels) for _ in range(args.repeats)]
-            secs = [r["seconds"] for r in runs]
-            medians[method] = statistics.median(secs)
+            secs = [r["seconds"] for r in runs[method]]
+            wall[method] = statistics.median(secs)
+            cpu[method] = statistics.median(r["cpu_seconds"] for r in runs[method])
             print(
-                f"| {n:,} | {n_classes:,} | {method} | {medians[method]:.2f} | "
-                f"{', '.join(f'{s:.2f}' for s in secs)} | {max(r['rss_before_mib'] for r in runs):.0f} | "
-                f"{max(r['peak_rss_mib'] for r in runs):.0f} | {runs[0]['precision_at_1']:.4f} |",
+                f"| {n:,} | {n_classes:,} | {method} | {wall[method]:.2f} | {', '.join(f'{s:.2f}' for s in secs)} | "
+                f"{cpu[method]:.2f} | {max(r['rss_before_mib'] for r in runs[method]):.0f} | "
+                f"{max(r['peak_rss_mib'] for r in runs[method]):.0f} | {runs[method][0]['precision_at_1']:.4f} |",
                 flush=True,
             )
-        if "pml" in medians and "smartmine" in medians:
-            print(f"| {n:,} | | speed-up smartmine vs pml | {medians['pml'] / medians['smartmine']:.2f}x | | | | |")
+        if "pml" in wall and "smartmine" in wall:
+            print(
+                f"| {n:,} | | speed-up smartmine vs pml | {wall['pml'] / wall['smartmine']:.2f}x | | "
+                f"{cpu['pml'] / cpu['smartmine']:.2f}x | | | |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
