@@ -1,0 +1,179 @@
+"""End-to-end trainer tests on tiny glyph runs: resume exactness, distributed training, CLI commands, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from smartmine.training.checkpoint import load_checkpoint
+from smartmine.training.config import config_from_dict
+from smartmine.training.run_log import read_metrics_csv
+from smartmine.training.trainer import Trainer, TrainingError
+
+TINY = {
+    "seed": 3,
+    "data": {"name": "glyphs", "options": {"variants_per_face": 1}},
+    "model": {"backbone": "small_cnn", "embedding_dim": 16, "options": {"widths": [8, 16, 32]}},
+    "mining": {"strategy": "smart", "index": "exact", "warmup_epochs": 1, "triplets_per_epoch": 192,
+               "triplets_per_batch": 48},
+    "train": {"epochs": 3, "eval_every": 1, "progress": False},
+    "eval": {"compute_nmi": False},
+}
+
+
+def tiny(tmp_path: Path, name: str = "run", **sections) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    raw["run_dir"] = str(tmp_path / name)
+    return raw
+
+
+def write_config(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / f"{Path(raw['run_dir']).name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "smartmine.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    # Wall-clock columns differ between runs; everything else must be identical.
+    timing = ("seconds", "images_per_second")
+    return [{k: v for k, v in row.items() if not any(t in k for t in timing)}
+            for row in read_metrics_csv(run_dir / "metrics.csv")]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """One uninterrupted tiny run (CLI, like a user), shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = write_config(tmp, tiny(tmp, "ref"))
+    proc = run_cli("train", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    return tmp / "ref"
+
+
+def test_run_folder_contents(reference_run: Path) -> None:
+    rows = read_metrics_csv(reference_run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # warm-up epoch: random triplets only; afterwards the smart miner reports κ and its counts
+    assert rows[0]["mined_triplets"] == 0 and rows[0]["random_triplets"] == 192
+    assert rows[1]["kappa"] == 16.0
+    assert rows[1]["mined_triplets"] + rows[1]["random_triplets"] == 192
+    for row in rows:
+        assert 0.0 <= row["train_error"] <= 1.0
+        assert 0.0 <= row["recall@1"] <= 1.0 and "map@r" in row
+    ckpt = load_checkpoint(reference_run / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3 and len(ckpt["extra"]["history"]) == 3
+    assert (reference_run / "config.yaml").exists() and (reference_run / "results.md").exists()
+    assert sorted(p.name for p in (reference_run / "mined").iterdir()) == ["epoch_002.json", "epoch_003.json"]
+
+
+def test_killed_after_first_checkpoint_then_resumed_matches_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, tiny(tmp_path, "killed"))
+    proc = run_cli("train", str(cfg), env={"SMARTMINE_FAULT": "after_checkpoint:1"})
+    assert proc.returncode == -signal.SIGKILL
+    assert len(read_metrics_csv(tmp_path / "killed" / "metrics.csv")) <= 1
+    resumed = run_cli("train", str(cfg), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert metric_rows(tmp_path / "killed") == metric_rows(reference_run)
+
+
+def test_killed_mid_epoch_then_resumed_matches_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, tiny(tmp_path, "killed2"))
+    proc = run_cli("train", str(cfg), env={"SMARTMINE_FAULT": "batch:3:2"})
+    assert proc.returncode == -signal.SIGKILL
+    assert len(read_metrics_csv(tmp_path / "killed2" / "metrics.csv")) == 2
+    resumed = run_cli("train", str(cfg), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert metric_rows(tmp_path / "killed2") == metric_rows(reference_run)
+
+
+def test_same_seed_same_metrics_in_process(reference_run: Path, tmp_path: Path) -> None:
+    Trainer(config_from_dict(tiny(tmp_path, "again"))).fit()
+    assert metric_rows(tmp_path / "again") == metric_rows(reference_run)
+
+
+def test_eval_and_embed_commands(reference_run: Path, tmp_path: Path) -> None:
+    out_json = tmp_path / "m.json"
+    proc = run_cli("eval", str(reference_run), "--out", str(out_json))
+    assert proc.returncode == 0, proc.stderr
+    evaluated = json.loads(out_json.read_text())
+    best = max(read_metrics_csv(reference_run / "metrics.csv"), key=lambda r: r["recall@1"])
+    assert evaluated["recall@1"] == pytest.approx(best["recall@1"], abs=1e-6)
+    out = tmp_path / "emb.npy"
+    proc = run_cli("embed", str(reference_run), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    emb, labels = np.load(out), np.load(tmp_path / "emb.labels.npy")
+    assert emb.shape == (len(labels), 16)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_existing_run_folder_is_not_overwritten(reference_run: Path) -> None:
+    before = (reference_run / "metrics.csv").read_bytes()
+    proc = run_cli("train", "quickstart", "--run-dir", str(reference_run))
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert (reference_run / "metrics.csv").read_bytes() == before
+
+
+def test_resume_with_a_different_config_is_refused(reference_run: Path, tmp_path: Path) -> None:
+    raw = tiny(tmp_path, "ref")
+    raw["run_dir"] = str(reference_run)
+    raw["loss"] = {"margin": 0.3}
+    with pytest.raises(ValueError, match="loss.margin"):
+        Trainer(config_from_dict(raw), resume=True)
+
+
+def test_in_batch_strategies_train(tmp_path: Path) -> None:
+    for strategy, loss in (("distance_weighted", "margin"), ("semihard", "triplet"), ("hard", "contrastive")):
+        raw = tiny(tmp_path, strategy, mining={"strategy": strategy, "classes_per_batch": 8},
+                   loss={"name": loss, "global_weight": 0.0}, train={"epochs": 1})
+        final = Trainer(config_from_dict(raw)).fit()
+        assert 0.0 <= final["recall@1"] <= 1.0, strategy
+        record = json.loads((tmp_path / strategy / "mined" / "epoch_001.json").read_text())
+        assert record["strategy"] == strategy and len(record["triplets"]) == 8
+
+
+def test_too_many_classes_per_batch_is_refused(tmp_path: Path) -> None:
+    raw = tiny(tmp_path, "pk", mining={"strategy": "hard", "classes_per_batch": 500})
+    with pytest.raises(TrainingError, match="classes_per_batch=500 exceeds"):
+        Trainer(config_from_dict(raw))
+
+
+def test_k_must_be_below_training_set_size(tmp_path: Path) -> None:
+    raw = tiny(tmp_path, "k", mining={"k": 100000})
+    with pytest.raises(TrainingError, match="mining.k=100000 must be below"):
+        Trainer(config_from_dict(raw))
+
+
+def test_distributed_two_processes_on_cpu(tmp_path: Path) -> None:
+    raw = tiny(tmp_path, "ddp", train={"epochs": 2})
+    cfg = write_config(tmp_path, raw)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "smartmine.cli", "train", str(cfg)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_metrics_csv(tmp_path / "ddp" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # both ranks together trained the whole plan: the training error covers every triplet of the epoch
+    assert rows[1]["mined_triplets"] + rows[1]["random_triplets"] == 192
+    assert 0.0 <= rows[1]["recall@1"] <= 1.0
+    # metrics computed once (rank 0): a single results table
+    assert proc.stdout.count("Test metrics on classes never seen in training") == 1
