@@ -41,7 +41,14 @@ class BadImageError(ValueError):
     ``None``).
     """
 
-    def __init__(self, path: str | os.PathLike, reason: str, source: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, reason: str | None = None, source: str | None = None) -> None:
+        if reason is None:
+            # torch's DataLoader re-raises a worker's exception as ``type(exc)(message)``; accepting the one-argument
+            # form keeps it a BadImageError (a ValueError, reported cleanly by the CLI) instead of a RuntimeError.
+            # The message (the worker's traceback text) still names the file; ``path`` is unknown then.
+            self.path, self.reason, self.source = "", str(path), None
+            super().__init__(str(path))
+            return
         self.path = os.fspath(path)
         self.reason = reason
         self.source = source
