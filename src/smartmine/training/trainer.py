@@ -96,15 +96,19 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        if self.dist.is_main:
-            self._prepare_run_dir(resume=resume, overwrite=overwrite)
-        barrier(self.dist)
+        if self.dist.is_main:  # refuse an existing folder before any work, but create nothing yet
+            self._prepare_run_dir(resume=resume, overwrite=overwrite, create=False)
 
         seed_everything(cfg.seed)
         self.data = builders.build_datasets(cfg)
         self.train_labels = np.asarray(self.data.train.labels, dtype=np.int64)
         self.num_classes = int(self.train_labels.max()) + 1
         self._validate_against_data()
+        # Only a config that fits the data gets a run folder: a refused one must not leave a folder behind that
+        # the corrected re-run would then refuse to overwrite.
+        if self.dist.is_main:
+            self._prepare_run_dir(resume=resume, overwrite=overwrite)
+        barrier(self.dist)
 
         self.model = builders.build_model(cfg, self.data.in_channels).to(self.device)
         self.objective, self.main_loss = builders.build_loss(cfg, self.num_classes)
@@ -138,7 +142,7 @@ class Trainer:
             self._resume()
 
     # ----------------------------------------------------------------------------------------------- set-up
-    def _prepare_run_dir(self, *, resume: bool, overwrite: bool) -> None:
+    def _prepare_run_dir(self, *, resume: bool, overwrite: bool, create: bool = True) -> None:
         d = self.run_dir
         if resume:
             if not (d / "checkpoints" / "last.pt").exists():
@@ -150,7 +154,11 @@ class Trainer:
                     f"run folder '{d}' already exists and is not empty; pass --overwrite to replace it "
                     f"or --resume to continue it"
                 )
+            if not create:
+                return
             shutil.rmtree(d)
+        if not create:
+            return
         (d / "checkpoints").mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, d / "config.yaml")
 
