@@ -2,8 +2,9 @@
 
 Every query is ranked against a gallery by squared Euclidean distance: either all *other* items of the same set (the
 query's own row removed by index, duplicates kept) or a separate reference set (query vs gallery, as In-Shop; nothing
-removed). The k-NN runs in query chunks (:mod:`smartmine.evaluation.knn`) and each chunk is reduced to per-query sums
-at once, so memory is one ``(chunk × N)`` distance block plus ``(chunk × k_max)`` neighbours, never ``N × N``.
+removed). The k-NN (:mod:`smartmine.evaluation.knn`) yields query chunks and each chunk is reduced to per-query sums
+at once, so memory is one distance tile (CPU) or ``(chunk × N)`` block (GPU, faiss) plus ``(chunk × k_max)``
+neighbours — on the CPU also up to 256 MiB of ``N × k_max`` heaps in self-query mode — never ``N × N``.
 """
 
 from __future__ import annotations
