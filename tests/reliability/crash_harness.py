@@ -409,7 +409,7 @@ class Session:
         for kind, spec, delay in faults:
             if kind == "random":  # (u, delay): wait for a random share of the epochs still to run, then delay
                 done = _csv_rows(run / "metrics.csv")
-                delay = (done + int(delay[0] * (epochs - done)), delay[1])
+                delay = (done + min(int(delay[0] * (epochs - done)), max(epochs - done - 1, 0)), delay[1])
             how, code, seconds = attempt(kind, spec, delay)
             entry = {
                 "fault": f"{kind}:{spec}"
@@ -491,9 +491,11 @@ def main() -> None:
     chains = [s.chain("scripted", scripted, ref, ref_plans)]
     rng = random.Random(args.seed)
     # Random moments spread over the run: wait for a random share of the remaining epochs to finish, then a random
-    # delay of up to one epoch's time (the kill may land in training, mining, evaluation or a checkpoint write).
+    # delay of up to half an epoch's time (the kill may land in training, mining, evaluation or a checkpoint write).
     epoch_seconds = ref_seconds / TINY["train"]["epochs"]
-    randoms = [("random", None, (rng.random(), rng.uniform(0.0, epoch_seconds))) for _ in range(args.random_kills)]
+    randoms = [
+        ("random", None, (rng.random(), rng.uniform(0.0, 0.5 * epoch_seconds))) for _ in range(args.random_kills)
+    ]
     if randoms:
         chains.append(s.chain("random", randoms, ref, ref_plans))
     out = {
