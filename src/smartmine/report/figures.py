@@ -38,10 +38,10 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def to_png(fig: Figure) -> bytes:
-    """Render ``fig`` to PNG bytes (tight bounding box)."""
+def to_png(fig: Figure, tight: bool = True) -> bytes:
+    """Render ``fig`` to PNG bytes (``tight``: cropped to the drawn content, which costs a second draw)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 

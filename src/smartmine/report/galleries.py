@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.patches import Rectangle
+from matplotlib.figure import Figure
 
 from smartmine.index.exact import exact_knn
-from smartmine.report.figures import Plot, new_figure, to_png
+from smartmine.report.figures import DPI, Plot, new_figure, to_png
 from smartmine.report.run_data import MinedRecord
 from smartmine.report.thumbnails import ImageSource
 
 GOOD = "#2ca02c"
 BAD = "#d62728"
 NEUTRAL = "#1f77b4"
-TILE = 0.95
-"""Inches per thumbnail tile."""
+TILE_PX = 72
+"""Tile side in pixels (a 64-pixel thumbnail inside a 4-pixel border)."""
+BORDER_PX = 4
+GAP_PX = 6
+GROUP_GAP_PX = 22
+LABEL_PX = 18
+HEADER_PX = 24
+TITLE_PX = 26
 RETRIEVAL_QUERIES = 8
 RETRIEVAL_K = 5
 
@@ -34,17 +40,71 @@ def pick_epochs(available: Sequence[int], count: int = 4) -> list[int]:
     return [epochs[int(round(step * (i + 1))) - 1] for i in range(count)]
 
 
-def _tile(ax: Axes, image: np.ndarray | None, colour: str, text: str, grayscale: bool, empty: str = "no image") -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if image is None:
-        ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes)
-    else:
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-    for spine in ax.spines.values():
-        spine.set_edgecolor(colour)
-        spine.set_linewidth(2.5)
-    ax.set_xlabel(text, fontsize=7, labelpad=2)
+@dataclass
+class Cell:
+    """One tile of a gallery: a thumbnail (or ``None``), its border colour and the text under it."""
+
+    image: np.ndarray | None
+    colour: str
+    text: str
+    empty: str = "no image"
+    """Text drawn in place of a missing image."""
+
+
+def _rgb(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    return (np.asarray(to_rgb(colour)) * 255).astype(np.uint8)
+
+
+def mosaic(rows: list[list[Cell]], headers: list[tuple[int, str]], *, group: int, title: str) -> Figure:
+    """Draw a grid of tiles as one image (one Axes, one ``imshow``: far cheaper than an Axes per tile).
+
+    Args:
+        rows: ``rows[r][c]`` is the tile at row ``r``, column ``c`` (all rows equally long).
+        headers: ``(column, text)`` pairs written above the first row.
+        group: columns per group; a wider gap separates groups (e.g. 3 for anchor/positive/negative).
+        title: the figure title.
+    """
+    n_rows, n_cols = len(rows), len(rows[0])
+    step_x, step_y = TILE_PX + GAP_PX, TILE_PX + LABEL_PX
+    n_groups = (n_cols + group - 1) // group
+    width = n_cols * step_x + (n_groups - 1) * GROUP_GAP_PX + GAP_PX
+    height = HEADER_PX + n_rows * step_y
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    centres = np.zeros((n_rows, n_cols, 2))
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            x0 = GAP_PX + c * step_x + (c // group) * GROUP_GAP_PX
+            y0 = HEADER_PX + r * step_y
+            canvas[y0 : y0 + TILE_PX, x0 : x0 + TILE_PX] = _rgb(cell.colour)
+            inner = TILE_PX - 2 * BORDER_PX
+            canvas[y0 + BORDER_PX : y0 + TILE_PX - BORDER_PX, x0 + BORDER_PX : x0 + TILE_PX - BORDER_PX] = (
+                0 if cell.image is not None else 240
+            )
+            if cell.image is not None:
+                img = cell.image if cell.image.ndim == 3 else np.repeat(cell.image[..., None], 3, axis=2)
+                scale = max(1, inner // max(img.shape[:2]))  # blow small images (32-pixel glyphs) up to the tile
+                if scale > 1:
+                    img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+                h, w = min(img.shape[0], inner), min(img.shape[1], inner)
+                oy, ox = y0 + BORDER_PX + (inner - h) // 2, x0 + BORDER_PX + (inner - w) // 2
+                canvas[oy : oy + h, ox : ox + w] = img[:h, :w]
+            centres[r, c] = (x0 + TILE_PX / 2, y0 + TILE_PX / 2)
+    fig = new_figure(width / DPI, (height + TITLE_PX) / DPI)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + TITLE_PX)))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            x, y = centres[r, c]
+            ax.text(x, y + TILE_PX / 2 + 2, cell.text, ha="center", va="top", fontsize=7)
+            if cell.image is None:
+                ax.text(x, y, cell.empty, ha="center", va="center", fontsize=7, color="0.4")
+    for c, text in headers:
+        ax.text(centres[0, c, 0], HEADER_PX - 6, text, ha="center", va="bottom", fontsize=9)
+    fig.suptitle(title, fontsize=10, y=1.0 - 4 / (height + TITLE_PX), va="top")
+    return fig
 
 
 def _fmt(d: float | None) -> str:
@@ -65,30 +125,31 @@ def triplet_gallery(records: list[MinedRecord], images: ImageSource, labels: np.
             if int(t["anchor"]) not in anchors:
                 anchors.append(int(t["anchor"]))
     by_epoch = [{int(t["anchor"]): t for t in rec.triplets} for rec in records]
-    n_rows, n_cols = max(1, len(anchors)), 3 * len(records)
-    fig = new_figure(TILE * n_cols + 0.3 * (len(records) - 1), (TILE + 0.35) * n_rows + 0.5)
-    height = (TILE + 0.35) * n_rows + 0.5
-    grid = fig.add_gridspec(n_rows, n_cols, wspace=0.08, hspace=0.45, top=1 - 0.45 / height, bottom=0.2 / height)
-    for c, (rec, lookup) in enumerate(zip(records, by_epoch, strict=True)):
-        for r, anchor in enumerate(anchors):
-            t = lookup.get(anchor, {"anchor": anchor, "positive": None, "negative": None, "d_ap": None, "d_an": None})
-            cells = [
-                (anchor, NEUTRAL, "anchor"),
-                (t.get("positive"), GOOD, f"d+ {_fmt(t.get('d_ap'))}"),
-                (t.get("negative"), BAD, f"d− {_fmt(t.get('d_an'))}"),
-            ]
-            for j, (idx, colour, text) in enumerate(cells):
-                ax = fig.add_subplot(grid[r, 3 * c + j])
+    rows = []
+    for anchor in anchors:
+        cls = f" · c{int(labels[anchor])}" if labels is not None and 0 <= anchor < len(labels) else ""
+        row = []
+        for lookup in by_epoch:
+            t = lookup.get(anchor, {})
+            row.append(Cell(images.thumb(anchor), NEUTRAL, "anchor" + cls))
+            for key, dkey, colour, sign in (("positive", "d_ap", GOOD, "+"), ("negative", "d_an", BAD, "−")):
+                idx = t.get(key)
                 if idx is None:
-                    _tile(ax, None, "0.8", "none mined", images.grayscale, empty="—")
-                    continue
-                cls = f" · c{int(labels[idx])}" if labels is not None and 0 <= idx < len(labels) else ""
-                _tile(ax, images.thumb(idx), colour, text + (cls if j == 0 else ""), images.grayscale)
-                if r == 0 and j == 1:
-                    kappa = f", κ={rec.kappa:.3g}" if rec.kappa is not None else ""
-                    ax.set_title(f"epoch {rec.epoch}{kappa}", fontsize=9, pad=6)
+                    row.append(Cell(None, "0.8", "none mined", empty="—"))
+                else:
+                    row.append(Cell(images.thumb(int(idx)), colour, f"d{sign} {_fmt(t.get(dkey))}"))
+        rows.append(row)
+    headers = [
+        (3 * c + 1, f"epoch {rec.epoch}" + (f", κ={rec.kappa:.3g}" if rec.kappa is not None else ""))
+        for c, rec in enumerate(records)
+    ]
     strategy = records[0].strategy if records else "?"
-    fig.suptitle(f"Triplets chosen by {strategy} mining for fixed anchors", fontsize=11)
+    fig = mosaic(
+        rows or [[Cell(None, "0.8", "")]],
+        headers if rows else [],
+        group=3,
+        title=f"Triplets chosen by {strategy} mining for fixed anchors",
+    )
     epochs = ", ".join(str(r.epoch) for r in records)
     caption = (
         f"For the same training anchors (rows) at epochs {epochs}: the anchor (blue), the positive (green, "
@@ -103,7 +164,7 @@ def triplet_gallery(records: list[MinedRecord], images: ImageSource, labels: np.
             else ""
         )
     )
-    return Plot(f"triplets_{strategy}", "Mined triplets", to_png(fig), caption.strip())
+    return Plot(f"triplets_{strategy}", "Mined triplets", to_png(fig, tight=False), caption.strip())
 
 
 def triplet_table(records: list[MinedRecord]) -> list[list[str]]:
@@ -151,35 +212,28 @@ def retrieval_gallery(
     emb: np.ndarray, labels: np.ndarray, images: ImageSource, *, epoch: int | None, seed: int = 0
 ) -> Plot:
     """Queries (left) and their top-k neighbours among the test images; green border: same class, red: not."""
-    rows, nbr, dist = retrieval_neighbours(emb, labels, seed=seed)
+    queries, nbr, dist = retrieval_neighbours(emb, labels, seed=seed)
     k = nbr.shape[1]
-    height = (TILE + 0.35) * len(rows) + 0.5
-    fig = new_figure(TILE * (k + 1) + 0.4, height)
-    grid = fig.add_gridspec(len(rows), k + 1, wspace=0.08, hspace=0.45, top=1 - 0.45 / height, bottom=0.2 / height)
-    for r, q in enumerate(rows):
-        ax = fig.add_subplot(grid[r, 0])
-        _tile(ax, images.thumb(q), NEUTRAL, f"query · c{int(labels[q])}", images.grayscale)
-        ax.add_patch(Rectangle((1.02, 0.0), 0.04, 1.0, transform=ax.transAxes, color="0.3", clip_on=False))
+    rows = []
+    for r, q in enumerate(queries):
+        row = [Cell(images.thumb(q), NEUTRAL, f"query · c{int(labels[q])}")]
         for j in range(k):
             ok = labels[nbr[r, j]] == labels[q]
-            ax = fig.add_subplot(grid[r, j + 1])
-            _tile(
-                ax,
-                images.thumb(nbr[r, j]),
-                GOOD if ok else BAD,
-                f"{'✓' if ok else '✗'} {dist[r, j]:.3f}",
-                images.grayscale,
-            )
-            if r == 0:
-                ax.set_title(f"#{j + 1}", fontsize=9)
-    precision = float(np.mean(labels[nbr] == labels[rows][:, None]))
+            row.append(Cell(images.thumb(nbr[r, j]), GOOD if ok else BAD, f"{'✓' if ok else '✗'} {dist[r, j]:.3f}"))
+        rows.append(row)
+    precision = float(np.mean(labels[nbr] == labels[queries][:, None]))
     at = f" at epoch {epoch}" if epoch is not None else ""
-    fig.suptitle(f"Unseen classes{at}: {precision:.0%} of shown neighbours correct", fontsize=10)
+    fig = mosaic(
+        rows,
+        [(j + 1, f"#{j + 1}") for j in range(k)],
+        group=1,
+        title=f"Unseen classes{at}: {precision:.0%} of shown neighbours correct",
+    )
     caption = (
-        f"Queries from {len(rows)} different test classes (never seen in training) and their {k} nearest test "
+        f"Queries from {len(queries)} different test classes (never seen in training) and their {k} nearest test "
         "images by embedding distance; green: same class as the query, red: another class."
     )
-    return Plot("retrieval_gallery", "Retrieval gallery", to_png(fig), caption)
+    return Plot("retrieval_gallery", "Retrieval gallery", to_png(fig, tight=False), caption)
 
 
 def retrieval_table(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> list[list[str]]:
