@@ -58,8 +58,8 @@ def test_a_finished_run_has_nothing_missing(smart_report):
     assert "Not shown / missing" not in page_text(smart_report).split("Curves per epoch")[0]
 
 
-def test_png_files_beside_the_page(smart_run, tmp_path):
-    out = build_report([smart_run], out=tmp_path / "r.html", embed_images=False, **FAST)
+def test_png_files_beside_the_page_and_thumbnails_on_the_map(smart_run, smart_report, tmp_path):
+    out = build_report([smart_run], out=tmp_path / "r.html", embed_images=False, thumbnails=True, **FAST)
     images = parse(out).images
     assert {img["data-figure"] for img in images} == FIGURES
     for img in images:
@@ -67,23 +67,12 @@ def test_png_files_beside_the_page(smart_run, tmp_path):
         assert path.parent == tmp_path / "r_files" and path.is_file()
         assert load_img(img["src"], out).format == "PNG"
     assert "data:image" not in out.read_text()
-
-
-def test_thumbnails_on_the_map_change_the_picture(smart_run, smart_report, tmp_path):
-    out = build_report([smart_run], out=tmp_path / "t.html", thumbnails=True, **FAST)
     plain = next(i for i in parse(smart_report).images if i["data-figure"] == "embedding_map")
-    thumbs = next(i for i in parse(out).images if i["data-figure"] == "embedding_map")
+    thumbs = next(i for i in images if i["data-figure"] == "embedding_map")
     a = np.asarray(load_img(plain["src"], smart_report).convert("L"), dtype=float)
     b = np.asarray(load_img(thumbs["src"], out).convert("L"), dtype=float)
-    # Same seed, same points: only the thumbnails differ, and glyph thumbnails are large dark squares.
+    # Same seed, same points: only the thumbnails differ, and glyph thumbnails are dark squares on white.
     assert a.shape == b.shape and b.mean() < a.mean() - 1.0
-
-
-def test_chosen_triplet_epochs_and_an_absent_one(smart_run, tmp_path):
-    out = build_report([smart_run], out=tmp_path / "e.html", triplet_epochs=[2, 99], **FAST)
-    text = page_text(out)
-    assert "No mined triplets recorded for epoch(s) 99 (recorded: 2, 3)" in text
-    assert "triplets_smart" in figure_keys(out)
 
 
 def test_comparison_overlays_runs_and_names_a_missing_metric(smart_run, tmp_path):
@@ -121,7 +110,7 @@ def test_interrupted_run(smart_run, tmp_path):
     shutil.rmtree(run / "embeddings")
     out = build_report([run], **FAST)
     text = page_text(out)
-    assert "unfinished or was interrupted: 2 of 3 epochs logged" in text
+    assert "unfinished or was interrupted: 2 of 3 epoch(s) logged" in text
     assert "No test embeddings saved yet" in text
     assert figure_keys(out) == {"curves_training", "curves_retrieval", "triplets_smart"}
 
@@ -141,7 +130,7 @@ def test_last_logged_epoch_without_evaluation(smart_run, tmp_path):
     lines[-1] = ",".join("" if i in blank else v for i, v in enumerate(last))
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
     text = page_text(build_report([run], **FAST))
-    assert "2 of 3 epochs logged, the last logged epoch has no evaluation" in text
+    assert "2 of 3 epoch(s) logged, the last logged epoch has no evaluation" in text
     assert "Test metrics at the latest evaluation (epoch 1)" in text
 
 
@@ -161,13 +150,16 @@ def test_run_without_images_lists_indices_instead(smart_run, tmp_path):
     assert rows[0][4] == f"{first['d_ap']:.3f}" and rows[0][5] == f"{first['d_an']:.3f}"
 
 
-def test_distance_weighted_gallery(smart_run, tmp_path):
+def test_distance_weighted_gallery_at_chosen_epochs(smart_run, tmp_path):
     run = copy_run(smart_run, tmp_path / "dw")
     set_mined_strategy(run, "distance_weighted")
     edit_config(run, mining={"strategy": "distance_weighted"}, loss={"name": "margin", "global_weight": 0.0})
-    out = build_report([run], **FAST)
+    out = build_report([run], triplet_epochs=[2, 99], **FAST)
     assert "triplets_distance_weighted" in figure_keys(out)
-    assert "Mined triplets (distance_weighted)" in page_text(out)
+    text = page_text(out)
+    assert "Mined triplets (distance_weighted)" in text
+    assert "No mined triplets recorded for epoch(s) 99 (recorded: 2, 3)" in text
+    assert "at epochs 2: the anchor" in text  # the caption names exactly the chosen epoch
 
 
 def test_embeddings_that_do_not_match_the_labels_are_left_out(smart_run, tmp_path):

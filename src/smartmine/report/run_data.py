@@ -204,7 +204,7 @@ def load_run(path: str | Path) -> RunData:
     elif not data.finished:
         planned = f" of {data.planned_epochs}" if data.planned_epochs is not None else ""
         missing.append(
-            f"The run is unfinished or was interrupted: {data.last_epoch}{planned} epochs logged"
+            f"The run is unfinished or was interrupted: {data.last_epoch}{planned} epoch(s) logged"
             + (
                 ""
                 if any(is_retrieval_metric(k) for k in data.metrics[-1])
