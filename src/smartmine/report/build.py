@@ -93,6 +93,9 @@ def build_report(
     target.parent.mkdir(parents=True, exist_ok=True)
     page = render_page(title, subtitle + f" · built in {time.perf_counter() - t0:.1f} s", sections, missing, writer)
     atomic_write_bytes(target, page.encode("utf-8"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(target, 0o666 & ~umask)  # the atomic write's temporary file is private (0600); a report is for reading
     return target
 
 
