@@ -19,11 +19,59 @@ A class with fewer than ``K`` images cycles through its images to fill its chunk
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
+
+
+@dataclass(frozen=True)
+class PKSetup:
+    """Validated P×K parameters and the class grouping every P×K sampler starts from."""
+
+    classes_per_batch: int
+    samples_per_class: int
+    seed: int
+    num_replicas: int
+    rank: int
+    classes: np.ndarray
+    """All class ids, ascending."""
+    members: list[np.ndarray]
+    """Dataset indices of each class of ``classes``, ascending."""
+    eligible: np.ndarray
+    """Boolean per class of ``classes``: two or more images (a single image gives no positive pair)."""
+
+
+def pk_setup(
+    labels: ArrayLike | Sequence[int],
+    classes_per_batch: int,
+    samples_per_class: int,
+    seed: int,
+    num_replicas: int,
+    rank: int,
+) -> PKSetup:
+    """Validate P×K sampler arguments (``ValueError`` naming the parameter) and group the indices by class."""
+    y = check_labels(labels).cpu().numpy()
+    p = check_positive_int(classes_per_batch, "classes_per_batch", minimum=2)
+    k = check_positive_int(samples_per_class, "samples_per_class", minimum=2)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    replicas = check_positive_int(num_replicas, "num_replicas")
+    rank = check_positive_int(rank, "rank", minimum=0)
+    if rank >= replicas:
+        raise ValueError(f"rank: expected a value in [0, num_replicas={replicas}), got {rank}")
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    members = np.split(order, np.cumsum(counts)[:-1]) if len(y) else []
+    eligible = counts >= 2
+    if int(eligible.sum()) < p:
+        raise ValueError(
+            f"classes_per_batch: {p} classes per batch need at least that many classes with two or more images, "
+            f"but the labels have {int(eligible.sum())} such class(es) ({int((~eligible).sum())} single-image "
+            "class(es) excluded)"
+        )
+    return PKSetup(p, k, seed, replicas, rank, classes, members, eligible)
 
 
 class PKBatchSampler(Sampler[list[int]]):
@@ -60,29 +108,13 @@ class PKBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        y = check_labels(labels).cpu().numpy()
-        self.classes_per_batch = check_positive_int(classes_per_batch, "classes_per_batch", minimum=2)
-        self.samples_per_class = check_positive_int(samples_per_class, "samples_per_class", minimum=2)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
-        self.num_replicas = check_positive_int(num_replicas, "num_replicas")
-        self.rank = check_positive_int(rank, "rank", minimum=0)
-        if self.rank >= self.num_replicas:
-            raise ValueError(f"rank: expected a value in [0, num_replicas={self.num_replicas}), got {rank}")
-
-        classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-        order = np.argsort(inverse, kind="stable")
-        members = np.split(order, np.cumsum(counts)[:-1]) if len(y) else []
-        eligible = counts >= 2
-        self.eligible_classes: list[int] = [int(c) for c in classes[eligible]]
-        self.excluded_classes: list[int] = [int(c) for c in classes[~eligible]]
+        setup = pk_setup(labels, classes_per_batch, samples_per_class, seed, num_replicas, rank)
+        self.classes_per_batch, self.samples_per_class = setup.classes_per_batch, setup.samples_per_class
+        self.seed, self.num_replicas, self.rank = setup.seed, setup.num_replicas, setup.rank
+        self.eligible_classes: list[int] = [int(c) for c in setup.classes[setup.eligible]]
+        self.excluded_classes: list[int] = [int(c) for c in setup.classes[~setup.eligible]]
         # Dataset indices of each eligible class, ascending (the epoch shuffles them).
-        self._members: list[np.ndarray] = [m for m, ok in zip(members, eligible, strict=True) if ok]
-        if len(self._members) < self.classes_per_batch:
-            raise ValueError(
-                f"classes_per_batch: {self.classes_per_batch} classes per batch need at least that many classes with "
-                f"two or more images, but the labels have {len(self._members)} such class(es) "
-                f"({len(self.excluded_classes)} single-image class(es) excluded)"
-            )
+        self._members: list[np.ndarray] = [m for m, ok in zip(setup.members, setup.eligible, strict=True) if ok]
         self.batch_size = self.classes_per_batch * self.samples_per_class
         k = self.samples_per_class
         self._chunks_per_class = np.array([-(-len(m) // k) for m in self._members], dtype=np.int64)

@@ -27,6 +27,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
+from smartmine.data.samplers import pk_setup
 
 
 def class_confusion(neighbour_indices: ArrayLike, labels: ArrayLike, num_classes: int) -> np.ndarray:
@@ -86,28 +87,14 @@ class GraphPKBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        y = check_labels(labels).cpu().numpy()
-        self.classes_per_batch = check_positive_int(classes_per_batch, "classes_per_batch", minimum=2)
-        self.samples_per_class = check_positive_int(samples_per_class, "samples_per_class", minimum=2)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
-        self.num_replicas = check_positive_int(num_replicas, "num_replicas")
-        self.rank = check_positive_int(rank, "rank", minimum=0)
-        if self.rank >= self.num_replicas:
-            raise ValueError(f"rank: expected a value in [0, num_replicas={self.num_replicas}), got {rank}")
-        classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-        self._classes = classes
-        order = np.argsort(inverse, kind="stable")
-        members = np.split(order, np.cumsum(counts)[:-1]) if y.size else []
-        eligible = counts >= 2
-        self.eligible_classes: list[int] = [int(c) for c in classes[eligible]]
-        self.excluded_classes: list[int] = [int(c) for c in classes[~eligible]]
-        self._eligible_pos = np.nonzero(eligible)[0]  # positions in `classes` (rows of the confusion matrix)
-        self._members = [members[i] for i in self._eligible_pos]
-        if len(self._members) < self.classes_per_batch:
-            raise ValueError(
-                f"classes_per_batch: {self.classes_per_batch} classes per batch need at least that many classes with "
-                f"two or more images, got {len(self._members)}"
-            )
+        setup = pk_setup(labels, classes_per_batch, samples_per_class, seed, num_replicas, rank)
+        self.classes_per_batch, self.samples_per_class = setup.classes_per_batch, setup.samples_per_class
+        self.seed, self.num_replicas, self.rank = setup.seed, setup.num_replicas, setup.rank
+        self._classes = setup.classes
+        self.eligible_classes: list[int] = [int(c) for c in setup.classes[setup.eligible]]
+        self.excluded_classes: list[int] = [int(c) for c in setup.classes[~setup.eligible]]
+        self._eligible_pos = np.nonzero(setup.eligible)[0]  # positions in `classes` (rows of the confusion matrix)
+        self._members = [setup.members[i] for i in self._eligible_pos]
         self.batch_size = self.classes_per_batch * self.samples_per_class
         self._weights = np.zeros((0, 0))
         self.set_confusion(confusion)
