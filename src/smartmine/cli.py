@@ -86,11 +86,11 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
           f"+ adaptive κ; run folder {run_dir}")
     t0 = time.perf_counter()
     out = _train(preset_path("quickstart"), overrides, resume=False, overwrite=False, run_dir=str(run_dir))
-    _finish(Path(out["run_dir"]), out["final"], time.perf_counter() - t0)
+    _finish(Path(out["run_dir"]), out["final"], time.perf_counter() - t0, report=not args.no_report)
     return 0
 
 
-def _finish(run_dir: Path, final: dict, seconds: float | None = None) -> None:
+def _finish(run_dir: Path, final: dict, seconds: float | None = None, *, report: bool = True) -> None:
     baseline = None
     if (run_dir / "baseline.json").exists():
         baseline = json.loads((run_dir / "baseline.json").read_text())
@@ -99,14 +99,22 @@ def _finish(run_dir: Path, final: dict, seconds: float | None = None) -> None:
     (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
     when = f" in {seconds:.0f} s" if seconds is not None else ""
     print(f"\nFinished{when}. Test metrics on classes never seen in training:\n\n{table}\n")
-    print(f"Run folder: {run_dir} (config.yaml, metrics.csv, checkpoints/, results.md)")
+    print(f"Run folder: {run_dir} (config.yaml, metrics.csv, checkpoints/, results.md, report.html)")
+    if report:
+        try:
+            from smartmine.report import build_report
+
+            print(f"Report: {build_report([run_dir])}")
+        except Exception as exc:  # noqa: BLE001 - the run itself succeeded; the report can be rebuilt later
+            print(f"warning: the report could not be built ({exc}); retry with: smartmine report {run_dir}",
+                  file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = _train(resolve_config_path(args.config), list(args.set or []), resume=args.resume,
                  overwrite=args.overwrite, run_dir=args.run_dir)
     if out["is_main"]:
-        _finish(Path(out["run_dir"]), out["final"])
+        _finish(Path(out["run_dir"]), out["final"], report=not args.no_report)
     return 0
 
 
@@ -151,17 +159,24 @@ def _dataset_for(cfg, name: str | None, root: str | None, split: str):
     return dataset, prepare_split(cfg, dataset, train=False)
 
 
+def _embed_split(args: argparse.Namespace, target: str):
+    """Load a checkpoint and embed the requested split: ``(checkpoint path, config, dataset, embeddings)``."""
+    from smartmine.training.embedding import embed_dataset
+
+    ckpt = _checkpoint_path(target)
+    cfg, model, dev, _ = _load_model(ckpt, args.device)
+    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
+    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
+                        progress=sys.stderr.isatty())
+    return ckpt, cfg, dataset, emb
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from smartmine.evaluation import retrieval_metrics
-    from smartmine.training.embedding import embed_dataset
 
-    ckpt = _checkpoint_path(args.target)
-    cfg, model, dev, _ = _load_model(ckpt, args.device)
-    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
-    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
-                        progress=True)
+    ckpt, cfg, dataset, emb = _embed_split(args, args.target)
     metrics = retrieval_metrics(emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=cfg.seed)
     metrics = {k: float(v) for k, v in metrics.items() if _metric(k)}
     print(f"checkpoint {ckpt}, {len(dataset)} images of split '{args.split}'\n")
@@ -174,13 +189,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from smartmine.training.embedding import embed_dataset
-
-    ckpt = _checkpoint_path(args.checkpoint)
-    cfg, model, dev, _ = _load_model(ckpt, args.device)
-    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
-    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
-                        progress=True)
+    _, _, dataset, emb = _embed_split(args, args.checkpoint)
     out = Path(args.out)
     np.save(out, emb.numpy())
     labels_path = out.with_name(out.stem + ".labels.npy")
@@ -212,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (a numbered sibling is used if it exists; default: runs/quickstart)")
     q.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    q.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
     q.set_defaults(func=cmd_quickstart)
 
     t = sub.add_parser("train", help="train from a YAML config or preset",
@@ -223,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", default=None, help="run folder (overrides run_dir of the config)")
     t.add_argument("--resume", action="store_true", help="continue exactly from the run folder's last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing non-empty run folder")
+    t.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run folder or checkpoint on a test split",

@@ -358,7 +358,7 @@ class Session:
     def clean_run(self, name: str) -> tuple[dict, list[dict], float]:
         cfg, run = self.config(name)
         plans = self.workdir / f"{name}.plans.jsonl"
-        how, code, seconds = run_child(["train", str(cfg)], self.workdir / f"{name}.log", plan_log=plans)
+        how, code, seconds = run_child(["train", str(cfg), "--no-report"], self.workdir / f"{name}.log", plan_log=plans)
         if (how, code) != ("exit", 0):
             raise RuntimeError(f"reference run {name} failed ({how} {code}); see {self.workdir / (name + '.log')}")
         return final_state(run), plan_records(plans), seconds
@@ -382,7 +382,7 @@ class Session:
             """Continue the run the way a user would: resume if there is a checkpoint, else start afresh."""
             has_ckpt = (run / "checkpoints" / "last.pt").exists()
             started = run.exists() and any(run.iterdir())
-            argv = ["train", str(cfg)]
+            argv = ["train", str(cfg), "--no-report"]
             if has_ckpt:
                 argv.append("--resume")
             elif started:

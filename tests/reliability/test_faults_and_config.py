@@ -192,7 +192,7 @@ def test_existing_run_folder_is_never_overwritten_without_flag(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "already exists and is not empty" in err and "--overwrite" in err
     assert (run / "precious.txt").read_text() == "keep me" and sorted(os.listdir(run)) == ["precious.txt"]
-    assert cli.main(["train", str(cfg), "--overwrite"]) == 0
+    assert cli.main(["train", str(cfg), "--overwrite", "--no-report"]) == 0
     assert not (run / "precious.txt").exists() and (run / "checkpoints" / "last.pt").exists()
 
 

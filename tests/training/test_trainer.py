@@ -79,25 +79,26 @@ def test_run_folder_contents(reference_run: Path) -> None:
     ckpt = load_checkpoint(reference_run / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 3 and len(ckpt["extra"]["history"]) == 3
     assert (reference_run / "config.yaml").exists() and (reference_run / "results.md").exists()
+    assert (reference_run / "report.html").exists()  # built at the end of `smartmine train`
     assert sorted(p.name for p in (reference_run / "mined").iterdir()) == ["epoch_002.json", "epoch_003.json"]
 
 
 def test_killed_after_first_checkpoint_then_resumed_matches_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, tiny(tmp_path, "killed"))
-    proc = run_cli("train", str(cfg), env={"SMARTMINE_FAULT": "after_checkpoint:1"})
+    proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "after_checkpoint:1"})
     assert proc.returncode == -signal.SIGKILL
     assert len(read_metrics_csv(tmp_path / "killed" / "metrics.csv")) <= 1
-    resumed = run_cli("train", str(cfg), "--resume")
+    resumed = run_cli("train", str(cfg), "--resume", "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert metric_rows(tmp_path / "killed") == metric_rows(reference_run)
 
 
 def test_killed_mid_epoch_then_resumed_matches_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, tiny(tmp_path, "killed2"))
-    proc = run_cli("train", str(cfg), env={"SMARTMINE_FAULT": "batch:3:2"})
+    proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "batch:3:2"})
     assert proc.returncode == -signal.SIGKILL
     assert len(read_metrics_csv(tmp_path / "killed2" / "metrics.csv")) == 2
-    resumed = run_cli("train", str(cfg), "--resume")
+    resumed = run_cli("train", str(cfg), "--resume", "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert metric_rows(tmp_path / "killed2") == metric_rows(reference_run)
 
@@ -166,7 +167,7 @@ def test_distributed_two_processes_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "smartmine.cli", "train", str(cfg)],
+         "-m", "smartmine.cli", "train", str(cfg), "--no-report"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

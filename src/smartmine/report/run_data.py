@@ -135,7 +135,6 @@ def _load_npy(path: Path, missing: list[str], what: str) -> np.ndarray | None:
 
 def _load_config(run_dir: Path, missing: list[str]) -> Any | None:
     """The resolved config; if it no longer validates (typically: the dataset root moved), read it unchecked."""
-    import yaml
 
     from smartmine.training import config as config_module
 
@@ -152,10 +151,9 @@ def _load_config(run_dir: Path, missing: list[str]) -> Any | None:
         problem = str(exc)
     try:
         # The run validated this config when it started; only the world around it (a moved dataset) changed.
-        # The report just reads values, so parse without the checks.
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        cfg = config_module._from_dict(config_module.RunConfig, raw or {}, "")
-    except (config_module.ConfigError, OSError, yaml.YAMLError, TypeError) as exc:
+        # The report just reads values, so skip the check that the data root still exists.
+        cfg = config_module.load_config(path, check_paths=False)
+    except (config_module.ConfigError, OSError, TypeError) as exc:
         missing.append(f"config.yaml could not be read ({exc}).")
         return None
     missing.append(f"config.yaml does not validate any more ({problem}); its values are used as they are.")

@@ -290,8 +290,12 @@ def _get(cfg: RunConfig, dotted: str) -> Any:
     return obj
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check value ranges and choices; raise :class:`ConfigError` naming the key."""
+def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
+    """Check value ranges and choices; raise :class:`ConfigError` naming the key.
+
+    ``check_paths=False`` skips the check that ``data.root`` exists (reading the config of a finished run whose
+    data has moved, e.g. for a report).
+    """
     for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
@@ -322,7 +326,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.ks: expected a non-empty list of positive integers, got {cfg.eval.ks}")
     if cfg.data.name in ("cub200", "cars196", "sop", "inshop", "folder", "csv") and not cfg.data.root:
         raise ConfigError(f"data.root: dataset '{cfg.data.name}' needs a root path")
-    if cfg.data.root and cfg.data.name not in ("glyphs", "digits") and not Path(cfg.data.root).expanduser().exists():
+    if (check_paths and cfg.data.root and cfg.data.name not in ("glyphs", "digits")
+            and not Path(cfg.data.root).expanduser().exists()):
         raise ConfigError(f"data.root: '{cfg.data.root}' does not exist")
     if cfg.loss.name == "margin" and cfg.mining.strategy == "smart" and cfg.loss.global_weight < 0:
         raise ConfigError("loss.global_weight: must be >= 0")  # pragma: no cover - covered by NON_NEGATIVE
@@ -365,13 +370,17 @@ def _deep_copy(raw: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
-def config_from_dict(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def config_from_dict(
+    raw: dict | None, overrides: list[str] | tuple[str, ...] = (), *, check_paths: bool = True
+) -> RunConfig:
     """Build and validate a :class:`RunConfig` from a mapping plus ``--set`` overrides."""
     merged = apply_overrides(raw or {}, list(overrides))
-    return validate(_from_dict(RunConfig, merged, ""))
+    return validate(_from_dict(RunConfig, merged, ""), check_paths=check_paths)
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check_paths: bool = True
+) -> RunConfig:
     """Read a YAML config file, apply overrides, validate. Errors name the file."""
     p = Path(path)
     if not p.is_file():
@@ -383,7 +392,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of sections")
     try:
-        return config_from_dict(raw, overrides)
+        return config_from_dict(raw, overrides, check_paths=check_paths)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
