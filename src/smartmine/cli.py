@@ -131,20 +131,19 @@ def _checkpoint_path(target: str) -> Path:
 
 
 def _load_model(ckpt_path: Path, device: str):
-    import torch
-
     from smartmine.training import builders
     from smartmine.training.checkpoint import load_checkpoint
     from smartmine.training.config import config_from_dict
     from smartmine.training.trainer import resolve_device
 
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    cfg = config_from_dict(ckpt["config"])
+    # The run's data may have moved since (eval/embed take --root): don't require the stored data.root to exist.
+    cfg = config_from_dict(ckpt["config"], check_paths=False)
     in_channels = 1 if cfg.data.name in builders.SMALL_IMAGE_DATASETS else 3
     model = builders.build_model(cfg, in_channels)
     model.load_state_dict(ckpt["model"])
     dev = resolve_device(device)
-    return cfg, model.to(dev).eval(), dev, torch
+    return cfg, model.to(dev).eval(), dev
 
 
 def _dataset_for(cfg, name: str | None, root: str | None, split: str):
@@ -164,7 +163,7 @@ def _embed_split(args: argparse.Namespace, target: str):
     from smartmine.training.embedding import embed_dataset
 
     ckpt = _checkpoint_path(target)
-    cfg, model, dev, _ = _load_model(ckpt, args.device)
+    cfg, model, dev = _load_model(ckpt, args.device)
     dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
     emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
                         progress=sys.stderr.isatty())

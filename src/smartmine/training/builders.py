@@ -6,7 +6,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from smartmine.training.config import ConfigError, RunConfig
@@ -203,8 +202,3 @@ def build_schedulers(cfg: RunConfig, optimizers: dict) -> dict:
             out[name] = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones), gamma=o.gamma)
     return out
 
-
-def anchor_eligible_classes(labels: np.ndarray) -> np.ndarray:
-    """Classes with at least two images (a single-image class gives no positive pair: never an anchor)."""
-    counts = np.bincount(labels)
-    return np.flatnonzero(counts >= 2)

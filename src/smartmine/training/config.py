@@ -329,8 +329,6 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
     if (check_paths and cfg.data.root and cfg.data.name not in ("glyphs", "digits")
             and not Path(cfg.data.root).expanduser().exists()):
         raise ConfigError(f"data.root: '{cfg.data.root}' does not exist")
-    if cfg.loss.name == "margin" and cfg.mining.strategy == "smart" and cfg.loss.global_weight < 0:
-        raise ConfigError("loss.global_weight: must be >= 0")  # pragma: no cover - covered by NON_NEGATIVE
     return cfg
 
 

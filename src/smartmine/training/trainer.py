@@ -37,10 +37,6 @@ from smartmine.training.distributed import DistInfo, all_reduce_sum, barrier, ga
 from smartmine.training.embedding import embed_dataset
 from smartmine.training.run_log import write_metrics_csv
 
-# Keys that may differ between a checkpoint's config and the config that resumes it.
-RESUME_MAY_DIFFER = ("train.epochs", "run_dir", "train.progress", "data.num_workers", "data.eval_batch_size",
-                     "train.eval_every")
-
 
 def fault_point(name: str) -> None:
     """Fault injection for the crash-safety tests: ``SMARTMINE_FAULT=<name>`` SIGKILLs this process at ``name``.
@@ -181,7 +177,7 @@ class Trainer:
             raise TrainingError(f"mining.k={m.k} must be below the training-set size {n}")
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int) -> dict:
+    def _state(self) -> dict:
         return {
             "loss": self.objective.state_dict(),
             "smart": self.smart.state_dict() if self.smart is not None else None,
@@ -198,7 +194,7 @@ class Trainer:
             model=self.model,
             optimizers=self.optimizers,
             schedulers=self.schedulers,
-            extra=self._state(epoch),
+            extra=self._state(),
             config=config_to_dict(self.cfg),
             epoch=epoch,
         )
@@ -209,11 +205,11 @@ class Trainer:
         save_checkpoint(ckpt_dir / "last.pt", **kwargs)
 
     def _resume(self) -> None:
-        from smartmine.training.checkpoint import check_compatible
+        from smartmine.training.checkpoint import DEFAULT_RESUME_IGNORE, check_compatible
 
         path = self.run_dir / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(path, map_location="cpu")
-        check_compatible(ckpt, config_to_dict(self.cfg), ignore=RESUME_MAY_DIFFER)
+        check_compatible(ckpt, config_to_dict(self.cfg), ignore=DEFAULT_RESUME_IGNORE)
         self.model.load_state_dict(ckpt["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
