@@ -280,7 +280,7 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
 @njit(**_OPTS)
 def search_range(
     x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-    visited, stamp, hkey, hsrc, hend,
+    visited, stamp, hkey, hsrc, hend, ef, efbuf,
 ):  # fmt: skip
     """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i]]``, started at ``starts[i]``,
     with at most ``budget`` distance computations.
@@ -291,6 +291,11 @@ def search_range(
     with its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays
     put. The best ``k`` visited vertices are kept, each expanded to its group of points (``gmem[gptr[v]:gptr[v+1]]``,
     the duplicates of vertex ``v``).
+
+    Early termination (``ef > 0``; beyond the paper, whose search always spends its budget): ``efbuf`` keeps the
+    ``ef`` smallest vertex distances seen so far (ascending), and the search stops as soon as the queue's nearest
+    source is farther than the ``ef``-th of them, i.e. when no unexplored edge starts closer than the ``ef`` best
+    vertices found (the stopping rule of HNSW's ``ef``). ``ef = 0``: spend the whole budget.
 
     Scratch: ``visited`` (V,) int32 with generation stamps (``visited[v] == stamp`` marks vertices seen by the current
     query; never cleared between queries), heap arrays of length ``budget + 1``. Writes rows ``lo .. hi-1`` of
@@ -310,6 +315,10 @@ def search_range(
         visited[s] = stamp
         d0 = _sqdist(x, s, queries, qr)
         nd = 1
+        if ef > 0:
+            efbuf[0] = d0
+            for j in range(1, ef):
+                efbuf[j] = np.inf
         for m in range(gptr[s], gptr[s + 1]):
             if d0 < out_d[i, k - 1]:
                 _topk_insert(out_d, out_i, i, k, d0, gmem[m])
@@ -320,6 +329,8 @@ def search_range(
             hend[0] = indptr[s + 1]
             size = 1
         while size > 0 and nd < budget:
+            if ef > 0 and hkey[0] > efbuf[ef - 1]:
+                break
             e = hsrc[0]
             tgt = indices[e]
             # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
@@ -352,6 +363,12 @@ def search_range(
             visited[tgt] = stamp
             d = _sqdist(x, tgt, queries, qr)
             nd += 1
+            if ef > 0 and d < efbuf[ef - 1]:
+                j = ef - 1
+                while j > 0 and efbuf[j - 1] > d:
+                    efbuf[j] = efbuf[j - 1]
+                    j -= 1
+                efbuf[j] = d
             if d < out_d[i, k - 1]:
                 for m in range(gptr[tgt], gptr[tgt + 1]):
                     _topk_insert(out_d, out_i, i, k, d, gmem[m])

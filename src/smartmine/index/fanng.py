@@ -89,12 +89,13 @@ def _spatial_order(x: np.ndarray, seed: int, leaf: int = 32) -> np.ndarray:
 class _Scratch:
     """Per-thread search scratch: the generation-stamped visited array and the heap (see ``search_range``)."""
 
-    def __init__(self, nv: int, budget: int, width: int) -> None:
+    def __init__(self, nv: int, budget: int, width: int, ef: int = 0) -> None:
         self.visited = np.zeros(nv, dtype=np.int32)
         self.stamp = 0
         self.hkey = np.empty(budget + 1, dtype=np.float32)
         self.hsrc = np.empty(budget + 1, dtype=np.int64)
         self.hend = np.empty(budget + 1, dtype=np.int64)
+        self.efbuf = np.empty(max(ef, 1), dtype=np.float32)  # early termination (``search_ef``) only
         self.seen = np.full(nv if width else 0, -1, dtype=np.int32)  # refinement only
         self.cbuf = np.empty(width, dtype=np.int32)
         self.lbuf = np.empty(width, dtype=np.float32)
@@ -111,6 +112,11 @@ class FanngIndex(NeighbourIndex):
             ``None``: no cap. Lower: less memory, faster search steps, lower recall per distance computation.
         search_budget: distance computations per query in backtrack search (default 512). The main speed/recall knob:
             search time is proportional to it; can be overridden per call in :meth:`search`.
+        search_ef: early termination, **beyond the paper** (default ``None``: off, the paper's search spends its whole
+            budget). With a value ``ef`` the search also stops once every unexplored edge starts at a vertex farther
+            from the query than the ``ef``-th nearest vertex found so far (HNSW's stopping rule; raised to ``k`` when
+            smaller). The budget stays a hard cap. Larger ``ef``: higher recall, slower; it adapts the work to each
+            query, where a fixed budget spends the same on easy and hard ones. Overridable per call in :meth:`search`.
         refine: refinement passes after Traverse-Add (default 1; 0 disables). Each pass costs about ``N`` backtrack
             searches of ``refine_budget`` and usually raises recall at a given budget.
         refine_budget: distance computations of each refinement search (default 128).
@@ -136,6 +142,7 @@ class FanngIndex(NeighbourIndex):
         target_success: float = 0.98,
         max_degree: int | None = 30,
         search_budget: int = 512,
+        search_ef: int | None = None,
         refine: int = 1,
         refine_budget: int = 128,
         refine_candidates: int = 32,
@@ -150,6 +157,7 @@ class FanngIndex(NeighbourIndex):
         self.target_success = _check_fraction(target_success, "target_success")
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
+        self.search_ef = None if search_ef is None else check_positive_int(search_ef, "search_ef")
         self.refine = _check_nonneg_int(refine, "refine")
         self.refine_budget = check_positive_int(refine_budget, "refine_budget")
         self.refine_candidates = check_positive_int(refine_candidates, "refine_candidates")
@@ -335,6 +343,7 @@ class FanngIndex(NeighbourIndex):
         nv = xv.shape[0]
         kk = min(self.refine_candidates + 1, nv)
         budget = max(self.refine_budget, kk)
+        ef = 0  # refinement spends its whole budget, as in the paper
         width = int(np.diff(indptr).max(initial=0)) + kk
         nbr = np.full((nv, width), -1, dtype=np.int32)
         lens = np.full((nv, width), np.inf, dtype=np.float32)
@@ -349,7 +358,7 @@ class FanngIndex(NeighbourIndex):
             nd = np.empty(hi - lo, dtype=np.int32)
             scratch.stamp = K.search_range(
                 xv, indptr, indices, gptr, gmem, xv, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd, ci, nd,
-                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend,
+                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
             )  # fmt: skip
             K.prune_range(
                 xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
@@ -358,14 +367,14 @@ class FanngIndex(NeighbourIndex):
         self._parallel(nv, nv, budget, width, work)
         return nbr, lens, deg
 
-    def _parallel(self, n_rows: int, nv: int, budget: int, width: int, work) -> None:
+    def _parallel(self, n_rows: int, nv: int, budget: int, width: int, work, ef: int = 0) -> None:
         """Run ``work(lo, hi, scratch)`` over row chunks of ``range(n_rows)`` on ``n_threads`` threads (the kernels
         release the GIL); each thread owns one :class:`_Scratch`."""
         threads = max(1, min(self._threads(), n_rows))
         chunk = max(1, min(4096, -(-n_rows // (4 * threads))))
         bounds = [(lo, min(n_rows, lo + chunk)) for lo in range(0, n_rows, chunk)]
         if threads == 1:
-            scratch = _Scratch(nv, budget, width)
+            scratch = _Scratch(nv, budget, width, ef)
             for lo, hi in bounds:
                 work(lo, hi, scratch)
             return
@@ -373,7 +382,7 @@ class FanngIndex(NeighbourIndex):
 
         def run(b: tuple[int, int]) -> None:
             if not hasattr(local, "s"):
-                local.s = _Scratch(nv, budget, width)
+                local.s = _Scratch(nv, budget, width, ef)
             work(b[0], b[1], local.s)
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -401,32 +410,45 @@ class FanngIndex(NeighbourIndex):
     # Search
     # ------------------------------------------------------------------------------------------------------------
 
-    def search(self, queries: ArrayLike, k: int, budget: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: ArrayLike, k: int, budget: int | None = None, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest indexed points of every query, by backtrack search from the start vertex.
 
         Args:
             queries: ``(Q, D)`` finite float matrix.
             k: neighbours per query, ``1 <= k <= size``.
             budget: distance computations per query; default ``search_budget``. Raised to ``k`` when smaller.
+            ef: early-termination width for this call; default ``search_ef`` (see the class). ``0`` turns it off.
 
         Returns:
             ``(sq_distances float32, indices int64)`` of shape ``(Q, k)``, ascending; a row that reached fewer than
             ``k`` points is padded with ``inf`` / ``-1``.
         """
         self._budget_override = None if budget is None else check_positive_int(budget, "budget")
+        self._ef_override = None if ef is None else check_positive_int(ef, "ef", minimum=0)
         try:
             return super().search(queries, k)
         finally:
             self._budget_override = None
+            self._ef_override = None
 
     def _effective_budget(self, k: int) -> int:
         b = getattr(self, "_budget_override", None) or self.search_budget
         return max(int(b), int(k))
 
+    def _effective_ef(self, k: int) -> int:
+        """The early-termination width: 0 when off, else at least ``k``."""
+        ef = getattr(self, "_ef_override", None)
+        if ef is None:
+            ef = self.search_ef or 0
+        return max(int(ef), int(k)) if ef > 0 else 0
+
     def _run(self, queries: np.ndarray, qrows: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Backtrack search of ``queries[qrows[i]]`` from vertex ``starts[i]`` for every ``i``, in parallel."""
         nq = qrows.shape[0]
         budget = self._effective_budget(k)
+        ef = self._effective_ef(k)
         out_d = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         n_dist = np.empty(nq, dtype=np.int32)
@@ -435,10 +457,10 @@ class FanngIndex(NeighbourIndex):
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             scratch.stamp = K.search_range(
                 x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend,
+                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
             )  # fmt: skip
 
-        self._parallel(nq, self.n_vertices, budget, 0, work)
+        self._parallel(nq, self.n_vertices, budget, 0, work, ef)
         self.last_distance_computations_ = n_dist
         return out_d, out_i
 
