@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from smartmine.cli import list_presets, preset_path
@@ -108,3 +109,27 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     typo.write_text("train:\n  epocs: 3\n")
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'train.epocs'"):
         load_config(typo)
+
+
+def test_index_options_reach_the_index() -> None:
+    from smartmine.training.builders import index_factory
+
+    cfg = config_from_dict({"mining": {"index": "fanng", "index_options": {"search_budget": 1024, "search_ef": 40}}})
+    index = index_factory(cfg, torch.device("cpu"))()
+    assert (index.search_budget, index.search_ef, index.seed) == (1024, 40, cfg.seed)
+    cfg = config_from_dict({"mining": {"index": "exact", "index_options": {"chunk_size": 128}}})
+    assert index_factory(cfg, torch.device("cpu"))().chunk_size == 128
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"serch_budget": 10}, r"mining\.index_options\.serch_budget: not an option of FanngIndex.*'search_budget'"),
+        ({"seed": 3}, r"mining\.index_options\.seed: not an option"),  # the trainer seeds the index itself
+        ({"search_budget": 0}, r"mining\.index_options: search_budget: expected an integer >= 1, got 0"),
+        ({"max_degree": "many"}, r"mining\.index_options: max_degree: expected an integer, got 'many'"),
+    ],
+)
+def test_bad_index_options_are_named(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"mining": {"index": "fanng", "index_options": options}})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -134,21 +136,54 @@ def build_in_batch_miner(cfg: RunConfig, seed: int):
     raise ConfigError(f"mining.strategy: '{m.strategy}' is not an in-batch strategy")
 
 
-def index_factory(cfg: RunConfig, device: torch.device):
-    """A zero-argument callable that returns a fresh neighbour index of the configured kind."""
-    kind = cfg.mining.index
-    seed = cfg.seed
+# Constructor arguments the trainer sets itself; ``mining.index_options`` may not override them.
+_INDEX_FIXED = {"exact": ("device",), "fanng": ("seed",), "faiss": ()}
+
+
+def _index_class(kind: str) -> type:
     if kind == "exact":
         from smartmine.index.exact import ExactIndex
 
-        return lambda: ExactIndex(device=device)
+        return ExactIndex
     if kind == "fanng":
         from smartmine.index.fanng import FanngIndex
 
-        return lambda: FanngIndex(seed=seed)
+        return FanngIndex
     from smartmine.index.faiss_index import FaissIndex
 
-    return lambda: FaissIndex(kind="hnsw")
+    return FaissIndex
+
+
+def _make_index(kind: str, options: dict, seed: int, device: torch.device | str):
+    fixed = {"exact": {"device": device}, "fanng": {"seed": seed}, "faiss": {}}[kind]
+    return _index_class(kind)(**fixed, **options)
+
+
+def check_index_options(kind: str, options: dict) -> None:
+    """Raise :class:`ConfigError` naming the key if ``mining.index_options`` is not a valid set of keyword arguments
+    for the ``kind`` index (unknown name, a name the trainer sets itself, or a value the constructor rejects)."""
+    cls = _index_class(kind)
+    allowed = [p for p in inspect.signature(cls).parameters if p not in _INDEX_FIXED[kind]]
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"mining.index_options.{key}: not an option of {cls.__name__} (mining.index: {kind}){hint}; "
+                f"options: {', '.join(allowed)}"
+            )
+    try:
+        _make_index(kind, options, seed=0, device="cpu")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"mining.index_options: {exc}") from exc
+
+
+def index_factory(cfg: RunConfig, device: torch.device):
+    """A zero-argument callable that returns a fresh neighbour index of the configured kind, built with
+    ``mining.index_options`` as keyword arguments (the exact index runs on the training device, FANNG is seeded with
+    the run's seed)."""
+    kind, options, seed = cfg.mining.index, dict(cfg.mining.index_options), cfg.seed
+    return lambda: _make_index(kind, options, seed, device)
 
 
 def build_smart_miner(cfg: RunConfig, device: torch.device):

@@ -102,6 +102,9 @@ class MiningConfig:
     """Cap on triplets per batch for in-batch miners (None: no cap)."""
     index: str = "fanng"
     """Neighbour index of smart mining: exact | fanng | faiss."""
+    index_options: dict = field(default_factory=dict)
+    """Keyword arguments of the index, e.g. ``{search_budget: 1024, max_degree: 40}`` for fanng or
+    ``{ef_search: 128}`` for faiss (checked against the index's constructor before any work starts)."""
     k: int | None = None
     """Neighbours per point (None: max(64, 2 × the largest training class))."""
     kappa: float = 16.0
@@ -316,6 +319,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
     if m.kappa_min > m.kappa_max:
         raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
+    if cfg.mining.index_options:
+        from smartmine.training.builders import check_index_options  # lazy: builders imports this module
+
+        check_index_options(cfg.mining.index, cfg.mining.index_options)
     if cfg.mining.k is not None and cfg.mining.k < 1:
         raise ConfigError(f"mining.k: must be >= 1 or null, got {cfg.mining.k}")
     if cfg.mining.triplets_per_epoch is not None and cfg.mining.triplets_per_epoch < 1:
