@@ -4,7 +4,8 @@ Data: Gaussian clusters (default 100,000 × 64, 100 clusters; queries drawn from
 real embeddings from a ``.npy`` file (``--embeddings``; a random ``--queries`` of its rows become the queries and the
 rest is indexed). Ground truth is exact search (``smartmine.index.exact.exact_knn`` when available, else a NumPy
 brute force). Every method runs with the same thread count, all queries in one batch call, after a warm-up call;
-the fastest of ``--repeats`` timed runs counts.
+the median of ``--repeats`` timed runs counts. FANNG runs twice per graph: with fixed budgets (the paper's search)
+and with early termination (``search_ef``, beyond the paper) under a budget cap of ``--ef-budget-cap``.
 
     python benchmarks/ann.py --quick                 # 20,000 points, a few settings: a smoke run
     python benchmarks/ann.py                         # 100,000 × 64
@@ -59,20 +60,20 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits) / truth.size
 
 
-REPEATS = 3
+REPEATS = 5
 
 
 def timed(fn: Callable[[], np.ndarray], n_queries: int) -> tuple[np.ndarray, float]:
-    """Result of ``fn`` and queries/s of its fastest of ``REPEATS`` runs (a shared machine makes single runs noisy)."""
-    best = np.inf
+    """Result of ``fn`` and queries/s of the median of ``REPEATS`` runs (a shared machine makes single runs noisy)."""
+    times = []
     for _ in range(REPEATS):
         t = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, n_queries / best
+        times.append(time.perf_counter() - t)
+    return out, n_queries / float(np.median(times))
 
 
-def run_fanng(x, q, truth, budgets, threads, rows):
+def run_fanng(x, q, truth, budgets, threads, rows, efs=(), ef_cap=4096):
     from smartmine.index.fanng import FanngIndex
 
     t = time.perf_counter()
@@ -87,6 +88,11 @@ def run_fanng(x, q, truth, budgets, threads, rows):
     for b in budgets:
         found, qps = timed(lambda b=b: index.search(q, K, budget=b)[1], len(q))
         rows.append(("FanngIndex", f"budget={b}", build, recall_at(found, truth), qps))
+    for ef in efs:
+        found, qps = timed(lambda ef=ef: index.search(q, K, budget=ef_cap, ef=ef)[1], len(q))
+        spent = float(index.last_distance_computations_.mean())
+        setting = f"ef={ef} ({spent:.0f} dist/query)"
+        rows.append(("FanngIndex + early stop", setting, build, recall_at(found, truth), qps))
 
 
 def run_hnswlib(x, q, truth, efs, threads, rows):
@@ -146,7 +152,7 @@ def bench(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespace) -> 
     print(f"\n### {name}: {x.shape[0]:,} points × {x.shape[1]} dims, {q.shape[0]:,} queries, {args.threads} threads\n")
     truth, exact_qps = ground_truth(q, x, K)
     rows: list[tuple[str, str, float, float, float]] = [("exact (torch matmul)", "-", 0.0, 1.0, exact_qps)]
-    run_fanng(x, q, truth, args.budgets, args.threads, rows)
+    run_fanng(x, q, truth, args.budgets, args.threads, rows, args.fanng_efs, args.ef_budget_cap)
     run_hnswlib(x, q, truth, args.efs, args.threads, rows)
     run_faiss(x, q, truth, args.efs, args.threads, rows)
     print("\n| method | setting | build s | recall@10 | queries/s |")
@@ -169,16 +175,19 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=2_000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
-    p.add_argument("--efs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320])
+    p.add_argument("--efs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320], help="hnswlib / faiss efSearch")
+    p.add_argument("--fanng-efs", type=int, nargs="*", default=[10, 16, 24, 32, 48, 64, 96],
+                   help="FANNG early-termination widths (search_ef); none: skip")
+    p.add_argument("--ef-budget-cap", type=int, default=4096, help="FANNG budget cap of the early-termination runs")
     p.add_argument("--embeddings", type=str, default=None, help="a (N, D) .npy file of real embeddings")
     p.add_argument("--skip-synthetic", action="store_true")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the fastest counts")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median counts")
     args = p.parse_args()
     global REPEATS
     REPEATS = max(1, args.repeats)
     if args.quick:
         args.n, args.queries = 20_000, 500
-        args.budgets, args.efs = [128, 256, 512, 1024], [10, 40, 160]
+        args.budgets, args.efs, args.fanng_efs = [128, 256, 512, 1024], [10, 40, 160], [10, 24, 48]
     import numba
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))

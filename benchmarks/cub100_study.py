@@ -468,7 +468,7 @@ def throughput(args: argparse.Namespace, repeats: int = 5, steps: int = 5) -> st
 
     Ours: smartmine's in-batch miners and losses (distance-weighted + margin; semi-hard + triplet); the peers: PML's
     on the same model and the same batch (already on the device, so loading is excluded). Median of ``repeats`` runs
-    of ``steps`` steps after two warm-up steps.
+    of ``steps`` steps after two warm-up steps; the setups take turns, one run each.
     """
     import torch
 
@@ -508,22 +508,29 @@ def throughput(args: argparse.Namespace, repeats: int = 5, steps: int = 5) -> st
         "| method | images/s | ms/step |",
         "|---|---|---|",
     ]
+    runners = {}
     for name, (miner, loss_fn) in setups.items():
         seed_everything(0)
         model = builders.build_model(cfg, 3).to(device).train()
         loss_fn.to(device)
         params = list(model.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4)
-        times = _time_steps(
-            model, miner, loss_fn, opt, x, y, ours=name.startswith("ours"), amp=use_amp, repeats=repeats, steps=steps
-        )
-        med = statistics.median(times)
+        runners[name] = _step_fn(model, miner, loss_fn, opt, x, y, ours=name.startswith("ours"), amp=use_amp)
+        for _ in range(2):  # warm-up
+            runners[name]()
+    # Round-robin over the setups, one repeat each in turn, so that a slow spell of a shared machine hits all alike.
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, step in runners.items():
+            times[name].append(_time(step, steps, device))
+    for name, values in times.items():
+        med = statistics.median(values)
         lines.append(f"| {name} | {len(batch_idx) / med:.1f} | {1000 * med:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-def _time_steps(model, miner, loss_fn, opt, x, y, *, ours: bool, amp: bool, repeats: int, steps: int) -> list[float]:
-    """Seconds per training step, one value per repeat (after two warm-up steps)."""
+def _step_fn(model, miner, loss_fn, opt, x, y, *, ours: bool, amp: bool) -> Callable[[], None]:
+    """One training step (forward, mining, loss, backward, optimiser) on the fixed batch ``x, y``."""
     import torch
 
     device = x.device
@@ -539,19 +546,21 @@ def _time_steps(model, miner, loss_fn, opt, x, y, *, ours: bool, amp: bool, repe
         loss.backward()
         opt.step()
 
-    for _ in range(2):
+    return step
+
+
+def _time(step: Callable[[], None], steps: int, device) -> float:
+    """Seconds per step over ``steps`` consecutive steps."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
         step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) / steps)
-    return times
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
 
 
 # ------------------------------------------------------------------------------------------------------- main
@@ -581,6 +590,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=None, help="start no run that would end after this (s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-features baseline")
     p.add_argument("--aggregate-only", action="store_true", help="only write tables and plots from results")
+    p.add_argument("--repeats", type=int, default=5, help="throughput: timed runs per setup (the median counts)")
+    p.add_argument("--steps", type=int, default=5, help="throughput: training steps per timed run")
     args = p.parse_args(argv)
     if args.num_workers is None:
         import torch
@@ -600,7 +611,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.study == "throughput":
-        print(throughput(args), flush=True)
+        print(throughput(args, repeats=args.repeats, steps=args.steps), flush=True)
         return 0
     study_dir = Path(args.results_dir) / args.study
     if not args.aggregate_only:

