@@ -176,7 +176,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from smartmine.evaluation import retrieval_metrics
 
     ckpt, cfg, dataset, emb = _embed_split(args, args.target)
-    metrics = retrieval_metrics(emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=cfg.seed)
+    metrics = retrieval_metrics(
+        emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=cfg.seed, kmeans_backend=cfg.eval.kmeans_backend
+    )
     metrics = {k: float(v) for k, v in metrics.items() if _metric(k)}
     print(f"checkpoint {ckpt}, {len(dataset)} images of split '{args.split}'\n")
     print(results_table(metrics, None))

@@ -142,6 +142,23 @@ def test_nmi_matches_sklearn():
     assert retrieval_metrics(x, shuffled, seed=4)["nmi"] < 0.2
 
 
+def test_nmi_with_faiss_kmeans_matches_faiss_directly():
+    faiss = pytest.importorskip("faiss")
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x, y = _clustered(3, 400, 12, spread=0.2)
+    got = retrieval_metrics(x, y, seed=4, kmeans_backend="faiss")
+    km = faiss.Kmeans(x.shape[1], 12, niter=300, nredo=1, seed=4, max_points_per_centroid=len(x), verbose=False)
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    clusters = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0]
+    assert got["nmi"] == pytest.approx(normalized_mutual_info_score(y, clusters), abs=1e-12)
+    assert got["nmi"] > 0.8
+    shuffled = np.random.default_rng(0).permutation(y)
+    assert retrieval_metrics(x, shuffled, seed=4, kmeans_backend="faiss")["nmi"] < 0.2
+    with pytest.raises(ValueError, match="kmeans_backend"):
+        retrieval_metrics(x, y, kmeans_backend="scipy")
+
+
 def test_torch_and_numpy_inputs_agree_and_are_deterministic():
     x, y = _clustered(7, 250, 20)
     a = retrieval_metrics(x, y, compute_nmi=False)

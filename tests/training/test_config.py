@@ -133,3 +133,17 @@ def test_index_options_reach_the_index() -> None:
 def test_bad_index_options_are_named(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"mining": {"index": "fanng", "index_options": options}})
+
+
+def test_faiss_options_without_faiss_are_named(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"eval\.kmeans_backend: 'faiss' needs the faiss package"):
+        config_from_dict({"eval": {"kmeans_backend": "faiss"}})
+    with pytest.raises(ConfigError, match=r"mining\.index: 'faiss' needs the faiss package"):
+        config_from_dict({"mining": {"index": "faiss"}})
+    # Unused settings do not need it: NMI off, or an in-batch strategy that builds no index.
+    config_from_dict({"eval": {"kmeans_backend": "faiss", "compute_nmi": False}})
+    config_from_dict({"mining": {"index": "faiss", "strategy": "semihard"}})

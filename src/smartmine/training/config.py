@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ class TrainConfig:
 class EvalConfig:
     ks: list = field(default_factory=lambda: [1, 2, 4, 8])
     compute_nmi: bool = True
+    kmeans_backend: str = "sklearn"
+    """k-means of NMI: sklearn | faiss (much faster with thousands of classes; needs the faiss extra)."""
     raw_pixel_baseline: bool = False
     """Also evaluate the raw pixels of the test split (written to baseline.json)."""
 
@@ -196,6 +199,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.name": ("ratio_triplet", "triplet", "margin", "contrastive"),
     "mining.strategy": ("smart", "random", "semihard", "hard", "distance_weighted"),
     "mining.index": ("exact", "fanng", "faiss"),
+    "eval.kmeans_backend": ("sklearn", "faiss"),
     "mining.selection": ("strict", "margin_aware"),
     "mining.error_counts": ("all", "mined"),
     "mining.embedding_source": ("fresh", "cache"),
@@ -319,6 +323,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
     if m.kappa_min > m.kappa_max:
         raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
+    faiss_users = [key for key, on in (
+        ("mining.index", cfg.mining.strategy == "smart" and cfg.mining.index == "faiss"),
+        ("eval.kmeans_backend", cfg.eval.compute_nmi and cfg.eval.kmeans_backend == "faiss"),
+    ) if on]  # fmt: skip
+    if faiss_users and importlib.util.find_spec("faiss") is None:
+        raise ConfigError(f"{faiss_users[0]}: 'faiss' needs the faiss package: pip install 'smartmine[faiss]'")
     if cfg.mining.index_options:
         from smartmine.training.builders import check_index_options  # lazy: builders imports this module
 

@@ -558,6 +558,7 @@ class Trainer:
             labels = np.asarray(self.data.test.labels)
             out = {k: v for k, v in retrieval_metrics(
                 emb, labels, ks=tuple(self.cfg.eval.ks), compute_nmi=self.cfg.eval.compute_nmi,
+                kmeans_backend=self.cfg.eval.kmeans_backend,
                 seed=self.cfg.seed,
             ).items() if _is_metric(k)}
             save_test_embeddings(self.run_dir, emb, labels, epoch)
@@ -576,7 +577,8 @@ class Trainer:
         pixels = torch.cat([images.flatten(1).float() for images, _, _ in loader])
         labels = np.asarray(self.data.test.labels)
         metrics = {k: v for k, v in retrieval_metrics(
-            pixels, labels, ks=tuple(self.cfg.eval.ks), compute_nmi=self.cfg.eval.compute_nmi, seed=self.cfg.seed
+            pixels, labels, ks=tuple(self.cfg.eval.ks), compute_nmi=self.cfg.eval.compute_nmi, seed=self.cfg.seed,
+            kmeans_backend=self.cfg.eval.kmeans_backend,
         ).items() if _is_metric(k)}
         atomic_write_bytes(self.run_dir / "baseline.json", json.dumps(metrics, indent=2).encode())
 
