@@ -19,24 +19,27 @@ LIMIT_MIB = 8 * 1024
 
 
 def probe(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True, timeout=3 * 3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("what", ["eval", "mining"])
+@pytest.mark.parametrize("what", ["eval", "mining", "miner"])
 def test_memory_probe_small(what: str) -> None:
-    out = probe("--what", what, "--n", "20000", "--queries", "1000")
+    out = probe("--what", what, "--n", "20000", "--queries", "1000", "--noise", "1.5")
     assert 0 < out["peak_rss_mib"] < 2048
-    if what == "mining":
-        assert out["mined_triplets"] + out["random_triplets"] == 20000
-    else:
+    if what == "eval":
         assert out["num_queries"] == 1000 and 0.0 <= out["recall@1"] <= 1.0
+    else:
+        assert out["mined_triplets"] + out["random_triplets"] == 20000
+    if what == "miner":  # the real SmartMiner step: exact k-NN with the default k = max(64, 2 × 50)
+        assert out["k"] == 100 and out["mined_triplets"] > 0 and out["search_seconds"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SMARTMINE_RUN_SLOW") != "1", reason="minutes on 2 cores; SMARTMINE_RUN_SLOW=1")
-@pytest.mark.parametrize("what", ["eval", "mining"])
+@pytest.mark.skipif(os.environ.get("SMARTMINE_RUN_SLOW") != "1", reason="an hour on 2 cores; SMARTMINE_RUN_SLOW=1")
+@pytest.mark.parametrize("what", ["eval", "miner"])
 def test_one_million_by_64_fits_in_8_gib(what: str) -> None:
-    out = probe("--what", what, "--n", "1000000", "--dim", "64", "--queries", "2000")
+    # The full jobs: every 1M row queries the 1M gallery (eval), and SmartMiner.plan_epoch mines all 1M points.
+    out = probe("--what", what, "--n", "1000000", "--dim", "64", "--noise", "1.5")
     assert out["peak_rss_mib"] < LIMIT_MIB, out
