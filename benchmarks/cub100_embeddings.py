@@ -12,6 +12,7 @@ components (fitted on these features) and L2-normalised, as a metric-learning em
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module peers
 
 
 def backbone_features(data_root: str, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(N, 1280)`` float32 backbone features and ``(N,)`` labels of the train then test split."""
+    from peers import BackboneFeatures
     from smartmine.training import builders
     from smartmine.training.config import config_from_dict
     from smartmine.training.embedding import embed_dataset
@@ -35,21 +38,12 @@ def backbone_features(data_root: str, image_size: int, batch_size: int) -> tuple
     )
     data = builders.build_datasets(cfg)
     model = builders.build_model(cfg, data.in_channels)
-    features = _Features(model)
+    features = BackboneFeatures(model)
     feats, labels = [], []
     for split in (data.train_eval, data.test):
         feats.append(embed_dataset(features, split, device=torch.device("cpu"), batch_size=batch_size, progress=True))
         labels.append(np.asarray(split.labels, dtype=np.int64))
     return torch.cat(feats).numpy(), np.concatenate(labels)
-
-
-class _Features(torch.nn.Module):
-    def __init__(self, embedder: torch.nn.Module) -> None:
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedder.features(x)
 
 
 def pca_normalised(x: np.ndarray, dim: int) -> np.ndarray:

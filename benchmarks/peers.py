@@ -94,7 +94,7 @@ def evaluate(model: torch.nn.Module, data: builders.Datasets, cfg: RunConfig, de
     return {k: float(v) for k, v in out.items() if k in METRIC_KEYS or k.startswith("recall@")}
 
 
-class _Features(torch.nn.Module):
+class BackboneFeatures(torch.nn.Module):
     """The backbone features of an :class:`~smartmine.models.embedder.Embedder` (no head, no normalisation)."""
 
     def __init__(self, embedder: torch.nn.Module) -> None:
@@ -112,7 +112,7 @@ def untrained_baseline(cfg: RunConfig) -> dict:
     data = builders.build_datasets(cfg)
     model = builders.build_model(cfg, data.in_channels).to(device)
     t0 = time.perf_counter()
-    metrics = evaluate(_Features(model), data, cfg, device)
+    metrics = evaluate(BackboneFeatures(model), data, cfg, device)
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
 

@@ -136,10 +136,6 @@ def build_in_batch_miner(cfg: RunConfig, seed: int):
     raise ConfigError(f"mining.strategy: '{m.strategy}' is not an in-batch strategy")
 
 
-# Constructor arguments the trainer sets itself; ``mining.index_options`` may not override them.
-_INDEX_FIXED = {"exact": ("device",), "fanng": ("seed",), "faiss": ()}
-
-
 def _index_class(kind: str) -> type:
     if kind == "exact":
         from smartmine.index.exact import ExactIndex
@@ -154,16 +150,21 @@ def _index_class(kind: str) -> type:
     return FaissIndex
 
 
+def _fixed_index_args(kind: str, seed: int, device: torch.device | str) -> dict:
+    """Constructor arguments the trainer sets itself; ``mining.index_options`` may not override them."""
+    return {"exact": {"device": device}, "fanng": {"seed": seed}, "faiss": {}}[kind]
+
+
 def _make_index(kind: str, options: dict, seed: int, device: torch.device | str):
-    fixed = {"exact": {"device": device}, "fanng": {"seed": seed}, "faiss": {}}[kind]
-    return _index_class(kind)(**fixed, **options)
+    return _index_class(kind)(**_fixed_index_args(kind, seed, device), **options)
 
 
 def check_index_options(kind: str, options: dict) -> None:
     """Raise :class:`ConfigError` naming the key if ``mining.index_options`` is not a valid set of keyword arguments
     for the ``kind`` index (unknown name, a name the trainer sets itself, or a value the constructor rejects)."""
     cls = _index_class(kind)
-    allowed = [p for p in inspect.signature(cls).parameters if p not in _INDEX_FIXED[kind]]
+    fixed = _fixed_index_args(kind, seed=0, device="cpu")
+    allowed = [p for p in inspect.signature(cls).parameters if p not in fixed]
     for key in options:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)

@@ -323,12 +323,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
     if m.kappa_min > m.kappa_max:
         raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
-    faiss_users = [key for key, on in (
+    for key, wants_faiss in (
         ("mining.index", cfg.mining.strategy == "smart" and cfg.mining.index == "faiss"),
         ("eval.kmeans_backend", cfg.eval.compute_nmi and cfg.eval.kmeans_backend == "faiss"),
-    ) if on]  # fmt: skip
-    if faiss_users and importlib.util.find_spec("faiss") is None:
-        raise ConfigError(f"{faiss_users[0]}: 'faiss' needs the faiss package: pip install 'smartmine[faiss]'")
+    ):
+        if wants_faiss and importlib.util.find_spec("faiss") is None:
+            raise ConfigError(f"{key}: 'faiss' needs the faiss package: pip install 'smartmine[faiss]'")
     if cfg.mining.index_options:
         from smartmine.training.builders import check_index_options  # lazy: builders imports this module
 
