@@ -269,3 +269,55 @@ def test_strict_triplets_violate_order_on_exact_lists():
     assert res.num_triplets > 50
     listed = d2[a, n] < d2[a, p]
     assert listed.all()
+
+
+# --------------------------------------------------------------------------------------------------- chunks and threads
+def _random_lists(seed: int, n: int = 200, k: int = 12):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, n)
+    idx = np.stack([rng.permutation(np.delete(np.arange(n), i))[:k] for i in range(n)])
+    d2 = np.sort(rng.integers(0, 16, (n, k)).astype(np.float64) / 4, axis=1)
+    return idx, d2, labels
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunked_threads_match_reference(monkeypatch, threads):
+    """Chunks of 7 anchors on 1 or 3 threads: the same triplets as the one-anchor-at-a-time reference."""
+    import smartmine.smart.selection as sel
+
+    monkeypatch.setattr(sel, "_CHUNK_ROWS", 7)
+    idx, d2, labels = _random_lists(5)
+    res = select_triplets(idx, d2, labels, 1.5, np.random.default_rng(9), triplets_per_anchor=2, n_threads=threads)
+    uniforms = np.random.default_rng(9).random((len(labels), 2))
+    assert triplets(res) == reference(idx, d2, labels, 1.5, uniforms, 2, True, 0.2)
+    assert res.num_triplets > 0
+
+
+@pytest.mark.parametrize(("row", "problem", "message"), [
+    (150, "nan", "NaN for a non-padding entry \\(row 150\\)"),
+    (151, "unsorted", "row 151 is not"),
+    (152, "range", "got \\[-1, 999\\] \\(first bad row: 152\\)"),
+    (153, "negative", "got \\[-5, 199\\] \\(first bad row: 153\\)"),
+])  # fmt: skip
+def test_bad_entry_in_a_later_chunk_names_its_row(monkeypatch, row, problem, message):
+    import smartmine.smart.selection as sel
+
+    monkeypatch.setattr(sel, "_CHUNK_ROWS", 16)
+    idx, d2, labels = _random_lists(6)
+    idx[:, -1], d2[:, -1] = -1, np.inf  # some padding everywhere: the range starts at -1
+    if problem == "nan":
+        d2[row, 3] = np.nan
+    elif problem == "unsorted":
+        d2[row, 2], d2[row, 4] = 3.9, 0.1
+    elif problem == "range":
+        idx[row, 0] = 999
+    else:
+        idx[row, 5] = -5
+    with pytest.raises(ValueError, match=message):
+        select_triplets(idx, d2, labels, 1.0, np.random.default_rng(0), n_threads=2)
+
+
+def test_bad_thread_count():
+    idx, d2, labels = _random_lists(7, n=20, k=4)
+    with pytest.raises(ValueError, match="n_threads"):
+        select_triplets(idx, d2, labels, 1.0, np.random.default_rng(0), n_threads=0)

@@ -9,7 +9,9 @@ Two adjacency layouts are used:
 
 * construction: a dense ``(V, cap)`` table of targets ``nbr`` and squared lengths ``lens`` with the out-degree
   ``deg[v]``; each row is sorted ascending by length; ``cap`` doubles when a row fills up;
-* search: CSR ``indptr`` (``V + 1``, int64) / ``indices`` (int32), each vertex's edges ascending by length.
+* search: CSR ``indptr`` (``V + 1``, int64) / ``indices`` (int32), each vertex's edges ascending by length; the
+  search kernel reads ``indptr`` from the packed vertex table of :func:`pack_rows` (vector and edge range in one
+  cache-aligned row).
 
 Compile time matters as much as run time (a clean checkout has no numba cache, and the test suite pays for every
 kernel): there are three entry points (:func:`grow_graph`, :func:`search_range`, :func:`prune_range`), each compiled
@@ -266,6 +268,31 @@ def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, ma
 # Backtrack search over the CSR graph.
 # ----------------------------------------------------------------------------------------------------------------------
 
+_ROW_ALIGN = 16  # float32 entries per 64-byte cache line
+META = 5  # int32 columns after the vector in a packed row: edge start, edge end, first point, points, gptr
+
+
+def pack_rows(x: np.ndarray, indptr: np.ndarray, gptr: np.ndarray, gmem: np.ndarray) -> np.ndarray:
+    """The packed vertex table of :func:`search_range`: ``(V, W)`` float32 with rows aligned to 64 bytes and ``W`` a
+    whole number of cache lines. Row ``v`` holds ``x[v]`` in columns ``0 .. D-1`` and then, as int32 bit patterns
+    (:data:`META` columns after ``D``): the range ``indptr[v] .. indptr[v + 1]`` of its out-edges, the first of its
+    points ``gmem[gptr[v]]``, its number of points and ``gptr[v]``. Needs fewer than 2**31 edges and points."""
+    n, dim = x.shape
+    if max(int(indptr[-1]), int(gptr[-1])) >= 2**31:
+        raise ValueError("FanngIndex: more than 2**31 - 1 edges or points do not fit the packed int32 offsets")
+    width = -(-(dim + META) // _ROW_ALIGN) * _ROW_ALIGN
+    raw = np.zeros(n * width + _ROW_ALIGN, dtype=np.float32)
+    offset = (-raw.ctypes.data % 64) // 4
+    block = raw[offset : offset + n * width].reshape(n, width)
+    block[:, :dim] = x
+    meta = block.view(np.int32)
+    meta[:, dim] = indptr[:-1]
+    meta[:, dim + 1] = indptr[1:]
+    meta[:, dim + 2] = gmem[gptr[:-1]] if n else 0
+    meta[:, dim + 3] = np.diff(gptr)
+    meta[:, dim + 4] = gptr[:-1]
+    return block
+
 
 @njit(**_OPTS)
 def _topk_insert(out_d, out_i, row, k, d, idx):
@@ -279,57 +306,96 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
     out_i[row, j] = idx
 
 
+# Speculative prefetch depth: the rows of the next few targets of the heap's root source are requested ahead of their
+# distance computation, so that their memory latency overlaps with the current one. Measured at 100k x 64 (one
+# thread, against prefetching only the next edge): 1.5-1.7x with 6, less with 3, 4 or 8; visited targets are
+# prefetched too, because testing them first costs a mispredicted branch, more than a wasted prefetch.
+LOOKAHEAD = 6
+
+
+@njit(inline="always", **_OPTS)
+def _prefetch_ahead(block, indices, e, end, ahead):
+    """Prefetch the rows of the targets of edges ``max(e, ahead) .. min(e + LOOKAHEAD, end) - 1``; returns the new
+    ``ahead`` (first edge not yet requested), so that no edge is requested twice."""
+    if ahead < e:
+        ahead = e
+    lim = min(e + LOOKAHEAD, end)
+    while ahead < lim:
+        prefetch_row(block, indices[ahead])
+        ahead += 1
+    return ahead
+
+
+@njit(fastmath=True, **_OPTS)
+def _sqdist_prefix(x, i, y, j, dim):
+    """Squared Euclidean distance of the first ``dim`` entries of rows ``x[i]`` and ``y[j]``."""
+    s = np.float32(0.0)
+    for t in range(dim):
+        d = x[i, t] - y[j, t]
+        s += d * d
+    return s
+
+
 @njit(**_OPTS)
 def search_range(
-    x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-    visited, stamp, hkey, hsrc, hend, ef, efbuf,
+    block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
+    vbits, vlist, hkey, hsrc, hend, ef, efbuf,
 ):  # fmt: skip
-    """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i]]``, started at ``starts[i]``,
-    with at most ``budget`` distance computations.
+    """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i], :dim]``, started at
+    ``starts[i]``, with at most ``budget`` distance computations.
+
+    ``block`` is the packed vertex table (see :func:`pack_rows`): row ``v`` holds the vector of vertex ``v`` in columns
+    ``0 .. dim-1`` and, as int32 bit patterns in columns ``dim`` and ``dim + 1``, the range of its out-edges in
+    ``indices`` (ascending by length), its first point and its group in ``gmem``. One row is all a visit reads about a
+    vertex, so one cache-line run serves the distance, the result and the edges' location (ours: a memory layout, no
+    effect on results; 1.2-1.4x at 100k x 64 over separate ``indptr``/``gptr`` arrays).
 
     A priority queue holds edges keyed by the distance from the query to the edge's source vertex; each source has
-    one entry, pointing at its next unexplored (next-longer) CSR edge ``hsrc`` (its last edge is ``hend - 1``).
-    Popping the minimum visits the edge's target if it is new (one distance computation; the target enters the queue
-    with its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays
-    put. The best ``k`` visited vertices are kept, each expanded to its group of points (``gmem[gptr[v]:gptr[v+1]]``,
-    the duplicates of vertex ``v``).
+    one entry, pointing at its next unexplored (next-longer) edge ``hsrc`` (its last edge is ``hend - 1``). Popping
+    the minimum visits the edge's target if it is new (one distance computation; the target enters the queue with
+    its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays put.
+    The best ``k`` visited vertices are kept, each expanded to its group of points (the first one stored in its packed
+    row, the others, exact duplicates, in ``gmem``).
 
     Early termination (``ef > 0``; beyond the paper, whose search always spends its budget): ``efbuf`` keeps the
     ``ef`` smallest vertex distances seen so far (ascending), and the search stops as soon as the queue's nearest
     source is farther than the ``ef``-th of them, i.e. when no unexplored edge starts closer than the ``ef`` best
     vertices found (the stopping rule of HNSW's ``ef``). ``ef = 0``: spend the whole budget.
 
-    Scratch: ``visited`` (V,) int32 with generation stamps (``visited[v] == stamp`` marks vertices seen by the current
-    query; never cleared between queries), heap arrays of length ``budget + 1``. Writes rows ``lo .. hi-1`` of
-    ``out_d``/``out_i`` (inf / -1 padded) and ``n_dist``; returns the last stamp used.
+    Scratch: ``vbits`` (ceil(V / 64),) uint64 visited bits, all zero on entry and on return (each query clears the
+    words of the vertices it listed in ``vlist``); ``vlist`` and the heap arrays of length ``budget + 1``. Writes rows
+    ``lo .. hi-1`` of ``out_d``/``out_i`` (inf / -1 padded) and ``n_dist``.
     """
+    one = np.uint64(1)
+    meta = block.view(np.int32)
     for i in range(lo, hi):
-        stamp += 1
-        if stamp == 2147483647:  # wrap-around: clear once every 2^31 queries
-            for v in range(visited.shape[0]):
-                visited[v] = 0
-            stamp = 1
         for j in range(k):
             out_d[i, j] = np.inf
             out_i[i, j] = -1
         qr = qrows[i]
         s = starts[i]
-        visited[s] = stamp
-        d0 = _sqdist(x, s, queries, qr)
+        vbits[s >> 6] |= one << np.uint64(s & 63)
+        vlist[0] = s
+        n_vis = 1
+        d0 = _sqdist_prefix(block, s, queries, qr, dim)
         nd = 1
         if ef > 0:
             efbuf[0] = d0
             for j in range(1, ef):
                 efbuf[j] = np.inf
-        for m in range(gptr[s], gptr[s + 1]):
+        # The start vertex's points, each inserted only while it still improves the list.
+        g0 = meta[s, dim + 4]
+        for m in range(meta[s, dim + 3]):
             if d0 < out_d[i, k - 1]:
-                _topk_insert(out_d, out_i, i, k, d0, gmem[m])
+                _topk_insert(out_d, out_i, i, k, d0, meta[s, dim + 2] if m == 0 else gmem[g0 + m])
         size = 0
-        if indptr[s + 1] > indptr[s]:
+        ahead = 0
+        if meta[s, dim + 1] > meta[s, dim]:
             hkey[0] = d0
-            hsrc[0] = indptr[s]
-            hend[0] = indptr[s + 1]
+            hsrc[0] = meta[s, dim]
+            hend[0] = meta[s, dim + 1]
             size = 1
+            ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0)
         while size > 0 and nd < budget:
             if ef > 0 and hkey[0] > efbuf[ef - 1]:
                 break
@@ -338,8 +404,7 @@ def search_range(
             # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
             if e + 1 < hend[0]:
                 hsrc[0] = e + 1
-                # Most often the next edge explored: start loading its target's vector now (1.2x at 100k x 64).
-                prefetch_row(x, indices[e + 1])
+                ahead = _prefetch_ahead(block, indices, e + 1, hend[0], ahead)
             else:
                 size -= 1
                 if size > 0:
@@ -362,10 +427,15 @@ def search_range(
                     hkey[p] = key
                     hsrc[p] = src
                     hend[p] = end
-            if visited[tgt] == stamp:
+                    ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0)
+            word = tgt >> 6
+            bit = one << np.uint64(tgt & 63)
+            if vbits[word] & bit:
                 continue
-            visited[tgt] = stamp
-            d = _sqdist(x, tgt, queries, qr)
+            vbits[word] |= bit
+            vlist[n_vis] = tgt
+            n_vis += 1
+            d = _sqdist_prefix(block, tgt, queries, qr, dim)
             nd += 1
             if ef > 0 and d < efbuf[ef - 1]:
                 j = ef - 1
@@ -374,10 +444,13 @@ def search_range(
                     j -= 1
                 efbuf[j] = d
             if d < out_d[i, k - 1]:
-                for m in range(gptr[tgt], gptr[tgt + 1]):
+                # The first point from the packed row; duplicates (rare) from gmem.
+                _topk_insert(out_d, out_i, i, k, d, meta[tgt, dim + 2])
+                g0 = meta[tgt, dim + 4]
+                for m in range(g0 + 1, g0 + meta[tgt, dim + 3]):
                     _topk_insert(out_d, out_i, i, k, d, gmem[m])
-            b0 = indptr[tgt]
-            b1 = indptr[tgt + 1]
+            b0 = meta[tgt, dim]
+            b1 = meta[tgt, dim + 1]
             if b1 > b0:
                 # Push tgt's shortest edge with key d (sift up).
                 p = size
@@ -393,8 +466,12 @@ def search_range(
                 hsrc[p] = b0
                 hend[p] = b1
                 size += 1
+                if p == 0:  # tgt is the new root: its first edges come next
+                    ahead = _prefetch_ahead(block, indices, b0, b1, 0)
         n_dist[i] = nd
-    return stamp
+        for j in range(n_vis):
+            vbits[vlist[j] >> 6] = np.uint64(0)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def prefetch_row(typingctx, arr, row):
     from it)."""
     if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)):
         return None
+
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])

@@ -87,11 +87,11 @@ def _spatial_order(x: np.ndarray, seed: int, leaf: int = 32) -> np.ndarray:
 
 
 class _Scratch:
-    """Per-thread search scratch: the generation-stamped visited array and the heap (see ``search_range``)."""
+    """Per-thread search scratch: the visited bits and list, and the heap (see ``search_range``)."""
 
     def __init__(self, nv: int, budget: int, width: int, ef: int = 0) -> None:
-        self.visited = np.zeros(nv, dtype=np.int32)
-        self.stamp = 0
+        self.vbits = np.zeros(-(-nv // 64), dtype=np.uint64)
+        self.vlist = np.empty(budget + 1, dtype=np.int64)
         self.hkey = np.empty(budget + 1, dtype=np.float32)
         self.hsrc = np.empty(budget + 1, dtype=np.int64)
         self.hend = np.empty(budget + 1, dtype=np.int64)
@@ -168,7 +168,8 @@ class FanngIndex(NeighbourIndex):
         self.seed = _check_nonneg_int(seed, "seed")
         self.n_threads = None if n_threads is None else check_positive_int(n_threads, "n_threads")
         self.stats_: dict[str, float] = {}
-        self._x: np.ndarray = np.empty((0, 0), np.float32)  # (V, D) distinct vectors
+        self._block: np.ndarray = np.zeros((0, 16), np.float32)  # packed vertex table, see K.pack_rows
+        self._x: np.ndarray = self._block[:, :0]  # (V, D) distinct vectors: a view of the packed table
         self._indptr: np.ndarray = np.zeros(1, np.int64)
         self._indices: np.ndarray = np.empty(0, np.int32)
         self._gptr: np.ndarray = np.zeros(1, np.int64)  # vertex v's points: _gmem[_gptr[v]:_gptr[v+1]]
@@ -326,12 +327,13 @@ class FanngIndex(NeighbourIndex):
         src = np.repeat(indptr[:-1][bfs] - new_indptr[:-1], degrees) + np.arange(new_indptr[-1])
         self._indices = new_of_old[indices[src]].astype(np.int32)
         self._indptr = new_indptr
-        self._x = np.ascontiguousarray(xv[bfs])
         self._start = int(new_of_old[start])
         self._vertex_of = new_of_old[vertex_of]
         self._gmem = np.argsort(self._vertex_of, kind="stable").astype(np.int64)
         self._gptr = np.zeros(nv + 1, dtype=np.int64)
         np.cumsum(np.bincount(self._vertex_of, minlength=nv), out=self._gptr[1:])
+        self._block = K.pack_rows(xv[bfs], new_indptr, self._gptr, self._gmem)
+        self._x = self._block[:, : xv.shape[1]]
 
     def _refine_pass(
         self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, cap: int
@@ -348,17 +350,16 @@ class FanngIndex(NeighbourIndex):
         nbr = np.full((nv, width), -1, dtype=np.int32)
         lens = np.full((nv, width), np.inf, dtype=np.float32)
         deg = np.zeros(nv, dtype=np.int32)
-        gptr = np.arange(nv + 1, dtype=np.int64)
-        gmem = np.arange(nv, dtype=np.int64)
-        rows = np.arange(nv, dtype=np.int64)
+        rows = np.arange(nv, dtype=np.int64)  # vertex v's only point is v itself during construction
+        block = K.pack_rows(xv, indptr, np.arange(nv + 1, dtype=np.int64), rows)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             cd = np.empty((hi - lo, kk), dtype=np.float32)
             ci = np.empty((hi - lo, kk), dtype=np.int64)
             nd = np.empty(hi - lo, dtype=np.int32)
-            scratch.stamp = K.search_range(
-                xv, indptr, indices, gptr, gmem, xv, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd, ci, nd,
-                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
+            K.search_range(
+                block, xv.shape[1], indices, rows, block, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd,
+                ci, nd, scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
             )  # fmt: skip
             K.prune_range(
                 xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
@@ -452,12 +453,12 @@ class FanngIndex(NeighbourIndex):
         out_d = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         n_dist = np.empty(nq, dtype=np.int32)
-        x, indptr, indices, gptr, gmem = self._x, self._indptr, self._indices, self._gptr, self._gmem
+        block, dim, indices, gmem = self._block, self._x.shape[1], self._indices, self._gmem
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
-            scratch.stamp = K.search_range(
-                x, indptr, indices, gptr, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-                scratch.visited, scratch.stamp, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
+            K.search_range(
+                block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
+                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
             )  # fmt: skip
 
         self._parallel(nq, self.n_vertices, budget, 0, work, ef)
@@ -471,5 +472,5 @@ class FanngIndex(NeighbourIndex):
 
     def _neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         # Each point is its own query, starting from its own vertex; k + 1 results, then the point itself is dropped.
-        d, i = self._run(self._x, self._vertex_of, self._vertex_of, k + 1)
+        d, i = self._run(self._block, self._vertex_of, self._vertex_of, k + 1)
         return drop_self(d, i, k)

@@ -24,12 +24,14 @@ Corner cases (documented behaviour, never an error):
   in ``S_a``, yields nothing (counted in ``num_unfilled_slots``); later slots of that anchor cannot succeed either,
   since their negatives are farther still. Such anchors are filled with random triplets by the plan.
 
-The kernel is compiled with numba (serial; 100,000 anchors × 64 neighbours take tens of milliseconds) and is fully
-deterministic: its only randomness is one uniform number per (anchor, slot) drawn beforehand from ``rng``.
+The kernels (entry checks and selection) are compiled with numba and run on chunks of anchors from a thread pool;
+the result is fully deterministic and independent of the thread count: its only randomness is one uniform number per
+(anchor, slot) drawn beforehand from ``rng``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -94,8 +96,9 @@ class SelectionResult:
 
 @numba.njit(cache=True, nogil=True)
 def _select_kernel(
-    nbr_idx: np.ndarray,  # (N, k) int64, -1 = padding
-    nbr_d2: np.ndarray,  # (N, k) float64
+    row0: int,  # dataset index of the chunk's first anchor
+    nbr_idx: np.ndarray,  # (R, k) int64, -1 = padding: the lists of anchors row0 .. row0 + R - 1
+    nbr_d2: np.ndarray,  # (R, k) float64
     cls: np.ndarray,  # (N,) int64 class id in [0, C)
     cls_start: np.ndarray,  # (C,) int64 start of each class block in `members`
     cls_size: np.ndarray,  # (C,) int64
@@ -105,44 +108,45 @@ def _select_kernel(
     slots: int,
     strict: bool,
     margin: float,
-    uniforms: np.ndarray,  # (N, slots) float64 in [0, 1)
-    out_p: np.ndarray,  # (N, slots) int64, filled here
-    out_n: np.ndarray,  # (N, slots) int64, filled here
-    num_valid_neg: np.ndarray,  # (N,) int64
-    num_mined: np.ndarray,  # (N,) int64
-    nearest_pos: np.ndarray,  # (N,) int64
-    num_random_pos: np.ndarray,  # (N,) int64
-    num_unfilled: np.ndarray,  # (N,) int64
+    uniforms: np.ndarray,  # (R, slots) float64 in [0, 1)
+    out_p: np.ndarray,  # (R, slots) int64, filled here
+    out_n: np.ndarray,  # (R, slots) int64, filled here
+    num_valid_neg: np.ndarray,  # (R,) int64
+    num_mined: np.ndarray,  # (R,) int64
+    nearest_pos: np.ndarray,  # (R,) int64
+    num_random_pos: np.ndarray,  # (R,) int64
+    num_unfilled: np.ndarray,  # (R,) int64
 ) -> None:
-    n_points, k = nbr_idx.shape
+    n_rows, k = nbr_idx.shape
     neg_i = np.empty(k, np.int64)
     neg_d = np.empty(k, np.float64)
     pos_i = np.empty(k, np.int64)
     pos_d = np.empty(k, np.float64)
     excl = np.empty(k + 1, np.int64)
-    for a in range(n_points):
+    for row in range(n_rows):
+        a = row0 + row  # the anchor (dataset index); row indexes the chunk
         ca = cls[a]
         # x⁺NN: the first listed positive.
         first = -1
         for j in range(k):
-            v = nbr_idx[a, j]
+            v = nbr_idx[row, j]
             if v >= 0 and v != a and cls[v] == ca:
                 first = j
                 break
         if first < 0:
-            nearest_pos[a] = -1
+            nearest_pos[row] = -1
             continue
-        nearest_pos[a] = nbr_idx[a, first]
-        bound = kappa * max(nbr_d2[a, first], 0.0)
+        nearest_pos[row] = nbr_idx[row, first]
+        bound = kappa * max(nbr_d2[row, first], 0.0)
 
         n_neg = 0
         n_pos = 0
         n_listed = 0  # same-class entries of the list (for sampling outside it)
         for j in range(k):
-            v = nbr_idx[a, j]
+            v = nbr_idx[row, j]
             if v < 0 or v == a:
                 continue
-            d = nbr_d2[a, j]
+            d = nbr_d2[row, j]
             if cls[v] == ca:
                 excl[n_listed] = rank_in_class[v]
                 n_listed += 1
@@ -154,7 +158,7 @@ def _select_kernel(
                 neg_i[n_neg] = v
                 neg_d[n_neg] = d
                 n_neg += 1
-        num_valid_neg[a] = n_neg
+        num_valid_neg[row] = n_neg
 
         ptr = 0
         made = 0
@@ -184,9 +188,9 @@ def _select_kernel(
                     outside = cls_size[ca] - n_excl
                 if outside <= 0:
                     # Every image of the class is listed: no positive for this or any farther negative.
-                    num_unfilled[a] = min(slots, n_neg) - s
+                    num_unfilled[row] = min(slots, n_neg) - s
                     break
-                r = min(int(uniforms[a, s] * outside), outside - 1)
+                r = min(int(uniforms[row, s] * outside), outside - 1)
                 # r-th class position not in the sorted excluded set.
                 pos = r
                 for t in range(n_excl):
@@ -195,14 +199,15 @@ def _select_kernel(
                     else:
                         break
                 p = members[cls_start[ca] + pos]
-                num_random_pos[a] += 1
-            out_p[a, made] = p
-            out_n[a, made] = neg_i[s]
+                num_random_pos[row] += 1
+            out_p[row, made] = p
+            out_n[row, made] = neg_i[s]
             made += 1
-        num_mined[a] = made
+        num_mined[row] = made
 
 
 def _check_neighbour_lists(neighbour_indices: ArrayLike, neighbour_sq_distances: ArrayLike) -> tuple[np.ndarray, ...]:
+    """Shapes and dtypes of the lists (cheap); the per-entry checks run chunk by chunk in :func:`_scan_kernel`."""
     idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
     d2 = np.asarray(neighbour_sq_distances.cpu() if hasattr(neighbour_sq_distances, "cpu") else neighbour_sq_distances)
     if idx.ndim != 2:
@@ -213,26 +218,43 @@ def _check_neighbour_lists(neighbour_indices: ArrayLike, neighbour_sq_distances:
         raise ValueError(f"neighbour_sq_distances: shape {d2.shape} does not match neighbour_indices shape {idx.shape}")
     if not np.issubdtype(d2.dtype, np.floating):
         raise ValueError(f"neighbour_sq_distances: expected a floating-point dtype, got {d2.dtype}")
-    n = idx.shape[0]
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
-    d2 = np.ascontiguousarray(d2, dtype=np.float64)
-    if idx.size:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < -1 or hi >= n:
-            raise ValueError(f"neighbour_indices: entries must lie in [-1, {n}) (-1 = padding), got [{lo}, {hi}]")
-    pad = idx < 0
-    if np.isnan(d2[~pad]).any():
-        raise ValueError("neighbour_sq_distances: contains NaN for a non-padding entry")
-    # Algorithm 1 walks each list in order, so the lists must be sorted (padding counts as +inf).
-    if idx.shape[1] > 1:
-        d_chk = np.where(pad, np.inf, d2)
-        bad = d_chk[:, 1:] < d_chk[:, :-1]
-        if bad.any():
-            row = int(np.nonzero(bad.any(axis=1))[0][0])
-            raise ValueError(
-                f"neighbour_sq_distances: each row must be sorted ascending (padding last), row {row} is not"
-            )
     return idx, d2
+
+
+# Problems the scan reports, first found per chunk (row order).
+_OK, _OUT_OF_RANGE, _NAN, _UNSORTED = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_kernel(nbr_idx: np.ndarray, nbr_d2: np.ndarray, n: int) -> tuple[int, int, int, int]:
+    """Entry checks of one chunk of lists: indices in ``[-1, n)``, no NaN distance on a non-padding entry, each row
+    ascending with padding counted as +inf. Returns ``(problem, row, min index, max index)``, ``row`` local to the
+    chunk (-1 when fine); the index range covers the whole chunk only when it is ``_OK`` or ``_OUT_OF_RANGE``."""
+    rows, k = nbr_idx.shape  # both > 0
+    lo = nbr_idx[0, 0]
+    hi = lo
+    bad_row = -1
+    for r in range(rows):
+        prev = -np.inf
+        for j in range(k):
+            v = nbr_idx[r, j]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            if v < -1 or v >= n:
+                if bad_row < 0:
+                    bad_row = r
+                continue
+            if bad_row >= 0:
+                continue
+            d = np.inf if v < 0 else nbr_d2[r, j]
+            if np.isnan(d):
+                return _NAN, r, lo, hi
+            if d < prev:
+                return _UNSORTED, r, lo, hi
+            prev = d
+    if bad_row >= 0:
+        return _OUT_OF_RANGE, bad_row, lo, hi
+    return _OK, -1, lo, hi
 
 
 def class_layout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -259,6 +281,39 @@ def class_layout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return cls, cls_start, cls_size, members, rank_in_class
 
 
+_CHUNK_ROWS = 16_384  # anchors per work item: small enough to balance threads, large enough to amortise a call
+
+
+def _run_chunks(work, n: int, n_threads: int | None) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """``work(lo, hi)`` over row chunks of ``range(n)`` on a thread pool (the kernels release the GIL); returns
+    ``(lo, result)`` per chunk in row order."""
+    threads = numba.get_num_threads() if n_threads is None else n_threads
+    bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
+    threads = max(1, min(threads, len(bounds)))
+    if threads == 1:
+        return [(lo, work(lo, hi)) for lo, hi in bounds]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(zip((b[0] for b in bounds), pool.map(lambda b: work(*b), bounds), strict=True))
+
+
+def _raise_first_problem(results: list[tuple[int, tuple[int, int, int, int]]], n: int) -> None:
+    """The clear error of the first bad row, if any chunk found one."""
+    lows = [lo_i for _, (code, _, lo_i, _) in results if code in (_OK, _OUT_OF_RANGE)]
+    highs = [hi_i for _, (code, _, _, hi_i) in results if code in (_OK, _OUT_OF_RANGE)]
+    for lo, (code, row, _, _) in results:
+        if code == _OUT_OF_RANGE:
+            raise ValueError(
+                f"neighbour_indices: entries must lie in [-1, {n}) (-1 = padding), got [{min(lows)}, {max(highs)}] "
+                f"(first bad row: {lo + row})"
+            )
+        if code == _NAN:
+            raise ValueError(f"neighbour_sq_distances: contains NaN for a non-padding entry (row {lo + row})")
+        if code == _UNSORTED:
+            raise ValueError(
+                f"neighbour_sq_distances: each row must be sorted ascending (padding last), row {lo + row} is not"
+            )
+
+
 def select_triplets(
     neighbour_indices: ArrayLike,
     neighbour_sq_distances: ArrayLike,
@@ -269,6 +324,7 @@ def select_triplets(
     triplets_per_anchor: int = 1,
     selection: str = "strict",
     margin: float = 0.2,
+    n_threads: int | None = None,
 ) -> SelectionResult:
     """Algorithm 1 of [SM]: mine up to ``triplets_per_anchor`` triplets per anchor from its neighbour list.
 
@@ -283,6 +339,8 @@ def select_triplets(
         selection: ``"strict"`` (default, the paper: ``D(a,p) > D(a,n)``) or ``"margin_aware"``
             (``D(a,p) + margin > D(a,n)``, plain distances, keeps mining alive once classes separate).
         margin: ``m`` of the margin-aware rule (default 0.2); unused in strict mode.
+        n_threads: threads over anchor chunks (default ``numba.get_num_threads()``); the result does not depend on it
+            (every anchor's random numbers are drawn before the split).
 
     Returns:
         A :class:`SelectionResult`. Anchors without a valid negative are reported, not filled.
@@ -301,6 +359,8 @@ def select_triplets(
     margin = float(margin)
     if not np.isfinite(margin) or margin < 0:
         raise ValueError(f"margin: expected a finite value >= 0, got {margin}")
+    if n_threads is not None:
+        check_positive_int(n_threads, "n_threads")
 
     cls, cls_start, cls_size, members, rank_in_class = class_layout(lab)
     uniforms = rng.random((n, slots))
@@ -311,11 +371,24 @@ def select_triplets(
     nearest_pos = np.full(n, -1, np.int64)
     num_random_pos = np.zeros(n, np.int64)
     num_unfilled = np.zeros(n, np.int64)
+    strict = selection == "strict"
+
+    def work(lo: int, hi: int) -> tuple[int, int, int, int]:
+        # Checked and converted chunk by chunk (memory: one chunk of float64 copies, not the whole (N, k) lists);
+        # a chunk is selected only once its entries are known to be safe for the kernel.
+        ci = np.ascontiguousarray(idx[lo:hi], dtype=np.int64)
+        cd = np.ascontiguousarray(d2[lo:hi], dtype=np.float64)
+        found = _scan_kernel(ci, cd, n)
+        if found[0] == _OK:
+            _select_kernel(
+                lo, ci, cd, cls, cls_start, cls_size, members, rank_in_class, kappa, slots, strict, margin,
+                uniforms[lo:hi], out_p[lo:hi], out_n[lo:hi], num_valid_neg[lo:hi], num_mined[lo:hi],
+                nearest_pos[lo:hi], num_random_pos[lo:hi], num_unfilled[lo:hi],
+            )  # fmt: skip
+        return found
+
     if n and idx.shape[1]:
-        _select_kernel(
-            idx, d2, cls, cls_start, cls_size, members, rank_in_class, kappa, slots, selection == "strict", margin,
-            uniforms, out_p, out_n, num_valid_neg, num_mined, nearest_pos, num_random_pos, num_unfilled,
-        )  # fmt: skip
+        _raise_first_problem(_run_chunks(work, n, n_threads), n)
     filled = np.arange(slots)[None, :] < num_mined[:, None]
     anchors = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, slots))[filled]
     return SelectionResult(
