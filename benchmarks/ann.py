@@ -4,8 +4,9 @@ Data: Gaussian clusters (default 100,000 × 64, 100 clusters; queries drawn from
 real embeddings from a ``.npy`` file (``--embeddings``; a random ``--queries`` of its rows become the queries and the
 rest is indexed). Ground truth is exact search (``smartmine.index.exact.exact_knn`` when available, else a NumPy
 brute force). Every method runs with the same thread count, all queries in one batch call, after a warm-up call;
-the median of ``--repeats`` timed runs counts. FANNG runs twice per graph: with fixed budgets (the paper's search)
-and with early termination (``search_ef``, beyond the paper) under a budget cap of ``--ef-budget-cap``.
+timing is round-robin (each of ``--repeats`` rounds times every method and setting once) and the median counts.
+FANNG runs twice per graph: with fixed budgets (the paper's search) and with early termination (``search_ef``,
+beyond the paper) under a budget cap of ``--ef-budget-cap``.
 
     python benchmarks/ann.py --quick                 # 20,000 points, a few settings: a smoke run
     python benchmarks/ann.py                         # 100,000 × 64
@@ -18,10 +19,16 @@ queries/s interpolated at recall@10 = 0.9.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+# OpenMP threads (faiss's, torch's) spin-wait after each parallel call by default; with round-robin timing they would
+# steal the cores from whichever method runs next (measured: FANNG at 20k ran 1.8x slower right after a faiss
+# search). Passive waiting makes the methods independent of their order. Must be set before faiss/torch load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 K = 10
 
@@ -62,18 +69,29 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 REPEATS = 5
 
+# A case: (method, setting, build seconds, search function returning (Q, K) indices, setting suffix function or None).
+Case = tuple[str, str, float, Callable[[], np.ndarray], Callable[[], str] | None]
 
-def timed(fn: Callable[[], np.ndarray], n_queries: int) -> tuple[np.ndarray, float]:
-    """Result of ``fn`` and queries/s of the median of ``REPEATS`` runs (a shared machine makes single runs noisy)."""
-    times = []
+
+def run_cases(cases: list[Case], truth: np.ndarray, n_queries: int) -> list[tuple[str, str, float, float, float]]:
+    """Recall and queries/s of every case. Timing is round-robin: each of ``REPEATS`` rounds times every case once,
+    and the median round counts, so a slow spell of a shared machine hits all methods alike."""
+    rows: list[tuple[str, str, float, float]] = []
+    for method, setting, build, fn, suffix in cases:
+        found = fn()  # warm-up, and the result whose recall is reported
+        if suffix is not None:
+            setting += suffix()
+        rows.append((method, setting, build, recall_at(found, truth)))
+    times: list[list[float]] = [[] for _ in cases]
     for _ in range(REPEATS):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return out, n_queries / float(np.median(times))
+        for c, case in enumerate(cases):
+            t = time.perf_counter()
+            case[3]()
+            times[c].append(time.perf_counter() - t)
+    return [(*row, n_queries / float(np.median(ts))) for row, ts in zip(rows, times, strict=True)]
 
 
-def run_fanng(x, q, truth, budgets, threads, rows, efs=(), ef_cap=4096):
+def fanng_cases(x, q, budgets, threads, efs=(), ef_cap=4096) -> list[Case]:
     from smartmine.index.fanng import FanngIndex
 
     t = time.perf_counter()
@@ -84,37 +102,42 @@ def run_fanng(x, q, truth, budgets, threads, rows, efs=(), ef_cap=4096):
         f"  FANNG: {int(s['n_pairs'])} pairs, success {s['success_rate']:.3f}, mean degree {s['mean_degree']:.1f}, "
         f"TA {s['seconds_traverse_add']:.1f}s refine {s['seconds_refine']:.1f}s repair {s['seconds_repair']:.1f}s"
     )
-    index.search(q[:10], K)
+    cases: list[Case] = []
     for b in budgets:
-        found, qps = timed(lambda b=b: index.search(q, K, budget=b)[1], len(q))
-        rows.append(("FanngIndex", f"budget={b}", build, recall_at(found, truth), qps))
+        cases.append(("FanngIndex", f"budget={b}", build, lambda b=b: index.search(q, K, budget=b)[1], None))
     for ef in efs:
-        found, qps = timed(lambda ef=ef: index.search(q, K, budget=ef_cap, ef=ef)[1], len(q))
-        spent = float(index.last_distance_computations_.mean())
-        setting = f"ef={ef} ({spent:.0f} dist/query)"
-        rows.append(("FanngIndex + early stop", setting, build, recall_at(found, truth), qps))
+        spent: list[float] = []
+
+        def run(ef=ef, spent=spent):
+            found = index.search(q, K, budget=ef_cap, ef=ef)[1]
+            spent.append(float(index.last_distance_computations_.mean()))
+            return found
+
+        cases.append(("FanngIndex + early stop", f"ef={ef}", build, run, lambda s=spent: f" ({s[0]:.0f} dist/query)"))
+    return cases
 
 
-def run_hnswlib(x, q, truth, efs, threads, rows):
+def hnswlib_cases(x, q, efs, threads) -> list[Case]:
     try:
         import hnswlib
     except ImportError:
         print("  hnswlib not installed: skipped")
-        return
+        return []
     t = time.perf_counter()
     index = hnswlib.Index(space="l2", dim=x.shape[1])
     index.init_index(max_elements=x.shape[0], M=16, ef_construction=200, random_seed=0)
     index.set_num_threads(threads)
     index.add_items(x, np.arange(x.shape[0]))
     build = time.perf_counter() - t
-    for ef in efs:
+
+    def run(ef: int) -> np.ndarray:
         index.set_ef(max(ef, K))
-        index.knn_query(q[:10], k=K)
-        found, qps = timed(lambda: index.knn_query(q, k=K)[0].astype(np.int64), len(q))
-        rows.append(("hnswlib (M=16)", f"ef={ef}", build, recall_at(found, truth), qps))
+        return index.knn_query(q, k=K)[0].astype(np.int64)
+
+    return [("hnswlib (M=16)", f"ef={ef}", build, lambda ef=ef: run(ef), None) for ef in efs]
 
 
-def run_faiss(x, q, truth, efs, threads, rows):
+def faiss_cases(x, q, efs, threads) -> list[Case]:
     from smartmine.index.faiss_index import FaissIndex
 
     try:
@@ -122,13 +145,14 @@ def run_faiss(x, q, truth, efs, threads, rows):
         index = FaissIndex(kind="hnsw", hnsw_m=32, ef_construction=80, n_threads=threads).build(x)
     except ImportError:
         print("  faiss not installed: skipped")
-        return
+        return []
     build = time.perf_counter() - t
-    for ef in efs:
+
+    def run(ef: int) -> np.ndarray:
         index.ef_search = ef
-        index.search(q[:10], K)
-        found, qps = timed(lambda: index.search(q, K)[1], len(q))
-        rows.append(("faiss HNSW (M=32)", f"efSearch={ef}", build, recall_at(found, truth), qps))
+        return index.search(q, K)[1]
+
+    return [("faiss HNSW (M=32)", f"efSearch={ef}", build, lambda ef=ef: run(ef), None) for ef in efs]
 
 
 def qps_at_recall(points: list[tuple[float, float]], target: float) -> float | None:
@@ -151,10 +175,10 @@ def bench(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespace) -> 
     torch.set_num_threads(args.threads)
     print(f"\n### {name}: {x.shape[0]:,} points × {x.shape[1]} dims, {q.shape[0]:,} queries, {args.threads} threads\n")
     truth, exact_qps = ground_truth(q, x, K)
-    rows: list[tuple[str, str, float, float, float]] = [("exact (torch matmul)", "-", 0.0, 1.0, exact_qps)]
-    run_fanng(x, q, truth, args.budgets, args.threads, rows, args.fanng_efs, args.ef_budget_cap)
-    run_hnswlib(x, q, truth, args.efs, args.threads, rows)
-    run_faiss(x, q, truth, args.efs, args.threads, rows)
+    cases = fanng_cases(x, q, args.budgets, args.threads, args.fanng_efs, args.ef_budget_cap)
+    cases += hnswlib_cases(x, q, args.efs, args.threads)
+    cases += faiss_cases(x, q, args.efs, args.threads)
+    rows = [("exact (torch matmul)", "-", 0.0, 1.0, exact_qps)] + run_cases(cases, truth, len(q))
     print("\n| method | setting | build s | recall@10 | queries/s |")
     print("|---|---|---:|---:|---:|")
     for m, setting, build, rec, qps in rows:

@@ -30,6 +30,25 @@ def as_tensor(x: ArrayLike | Sequence, name: str, device: torch.device | str | N
         raise ValueError(f"{name}: cannot be converted to a tensor ({exc})") from exc
 
 
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _nonfinite_rows(t: torch.Tensor) -> np.ndarray:
+    """Indices of the rows of a 2-D tensor that hold NaN or inf (empty when all are finite). NumPy does the work for
+    CPU tensors: torch's parallel kernels would wake its OpenMP pool, whose threads keep spinning after the check and
+    slow down the compiled (numba) kernels that usually come next (15 % on a 2-core machine for a 2,000-query FANNG
+    search)."""
+    if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS:
+        arr = t.numpy()
+        if np.isfinite(arr).all():
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return np.zeros(0, np.int64)
+    return (~finite).any(dim=1).nonzero().flatten().cpu().numpy()
+
+
 def check_embeddings(
     embeddings: ArrayLike,
     name: str = "embeddings",
@@ -52,12 +71,10 @@ def check_embeddings(
     if t.shape[1] == 0:
         raise ValueError(f"{name}: expected at least one column, got shape {tuple(t.shape)}")
     if not allow_nonfinite and t.numel() > 0:
-        finite = torch.isfinite(t.detach())
-        if not bool(finite.all()):
-            bad_rows = (~finite).any(dim=1).nonzero().flatten()
-            first = int(bad_rows[0])
+        bad_rows = _nonfinite_rows(t.detach())
+        if bad_rows.size:
             raise ValueError(
-                f"{name}: contains NaN or inf values in {bad_rows.numel()} row(s), first at row {first}"
+                f"{name}: contains NaN or inf values in {bad_rows.size} row(s), first at row {int(bad_rows[0])}"
             )
     return t
 

@@ -159,6 +159,28 @@ def test_duplicates_are_merged_and_returned():
     assert set(i[0].tolist()) == {7, 307}
 
 
+def test_full_budget_search_is_exact_with_duplicate_groups():
+    """With a budget of every vertex the search visits them all, so it must return the brute-force k nearest points,
+    duplicates included (the first point of a group comes from the packed row, the others from the group table)."""
+    base = clustered(200, 6, 3, seed=5)
+    x = np.concatenate([base, base[:30], base[:30]])
+    index = FanngIndex(seed=0).build(x)
+    queries = clustered(20, 6, 3, seed=6)
+    d, i = index.search(queries, 12, budget=index.n_vertices)
+    brute = ((queries[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(d, np.sort(brute, axis=1)[:, :12], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(brute, i, axis=1), d, rtol=1e-5, atol=1e-6)
+    assert all(len(set(row)) == 12 for row in i.tolist())
+
+
+def test_vertex_vectors_are_a_read_only_view():
+    x = clustered(50, 4, 2, seed=1)
+    index = FanngIndex(seed=0).build(x)
+    v = index.vertex_vectors()
+    assert v.shape == (50, 4) and not v.flags.writeable
+    np.testing.assert_array_equal(np.sort(v, axis=0), np.sort(x, axis=0))
+
+
 def test_all_identical_points():
     x = np.ones((6, 4), dtype=np.float32)
     index = FanngIndex().build(x)

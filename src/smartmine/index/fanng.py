@@ -17,8 +17,10 @@ on row ranges from a thread pool (no ``parallel=True``, whose compilation would 
 
 Memory layout (ours; no effect on results beyond tie order): vertices are stored in the leaf order of a
 random-projection tree during construction and renumbered breadth-first from the start vertex afterwards, so that
-the vectors a search or a Traverse-Add touches together sit together in memory. Vertex ids seen through
-``out_edges``/``vertex_vectors``/``vertex_of`` are these internal ids.
+the vectors a search or a Traverse-Add touches together sit together in memory. Search reads one cache-aligned
+packed row per vertex (vector, edge range, first point, duplicate group: ``_fanng_kernels.pack_rows``), so
+``vertex_vectors`` is a view into that table. Vertex ids seen through ``out_edges``/``vertex_vectors``/``vertex_of``
+are these internal ids.
 
 Exact duplicate vectors are merged into one vertex before construction (a graph of points at distance 0 from each
 other would need an edge between every pair of them); a visited vertex contributes all of its duplicates to the
@@ -30,7 +32,6 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -38,6 +39,7 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
+from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_positive_int
 from smartmine.index import _fanng_kernels as K
 from smartmine.index.base import NeighbourIndex, drop_self, to_numpy_f32
@@ -201,8 +203,10 @@ class FanngIndex(NeighbourIndex):
         return self._gmem[self._gptr[v] : self._gptr[v + 1]]
 
     def vertex_vectors(self) -> np.ndarray:
-        """``(V, D)`` float32 vectors of the vertices."""
-        return self._x
+        """``(V, D)`` float32 vectors of the vertices: a read-only view of the packed search table (not contiguous)."""
+        view = self._x.view()
+        view.flags.writeable = False
+        return view
 
     def out_edges(self, v: int) -> np.ndarray:
         """Out-neighbours (vertex ids) of vertex ``v``, ascending by edge length."""
@@ -369,8 +373,8 @@ class FanngIndex(NeighbourIndex):
         return nbr, lens, deg
 
     def _parallel(self, n_rows: int, nv: int, budget: int, width: int, work, ef: int = 0) -> None:
-        """Run ``work(lo, hi, scratch)`` over row chunks of ``range(n_rows)`` on ``n_threads`` threads (the kernels
-        release the GIL); each thread owns one :class:`_Scratch`."""
+        """Run ``work(lo, hi, scratch)`` over row chunks of ``range(n_rows)`` on ``n_threads`` threads of the shared
+        pool (the kernels release the GIL); each thread owns one :class:`_Scratch` for the call."""
         threads = max(1, min(self._threads(), n_rows))
         chunk = max(1, min(4096, -(-n_rows // (4 * threads))))
         bounds = [(lo, min(n_rows, lo + chunk)) for lo in range(0, n_rows, chunk)]
@@ -381,14 +385,12 @@ class FanngIndex(NeighbourIndex):
             return
         local = threading.local()
 
-        def run(b: tuple[int, int]) -> None:
+        def run(lo: int, hi: int) -> None:
             if not hasattr(local, "s"):
                 local.s = _Scratch(nv, budget, width, ef)
-            work(b[0], b[1], local.s)
+            work(lo, hi, local.s)
 
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for _ in pool.map(run, bounds):
-                pass
+        run_chunks(run, bounds, threads)
 
     def _warn_status(self, status: int, n_pairs: int, rate: float, max_pairs: int, max_ops: int) -> None:
         if status == K.STATUS_MAX_PAIRS:

@@ -31,12 +31,12 @@ the result is fully deterministic and independent of the thread count: its only 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
 
 SELECTION_MODES = ("strict", "margin_aware")
@@ -285,15 +285,11 @@ _CHUNK_ROWS = 16_384  # anchors per work item: small enough to balance threads, 
 
 
 def _run_chunks(work, n: int, n_threads: int | None) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """``work(lo, hi)`` over row chunks of ``range(n)`` on a thread pool (the kernels release the GIL); returns
-    ``(lo, result)`` per chunk in row order."""
+    """``work(lo, hi)`` over row chunks of ``range(n)`` on the shared thread pool (the kernels release the GIL);
+    returns ``(lo, result)`` per chunk in row order."""
     threads = numba.get_num_threads() if n_threads is None else n_threads
     bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
-    threads = max(1, min(threads, len(bounds)))
-    if threads == 1:
-        return [(lo, work(lo, hi)) for lo, hi in bounds]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(zip((b[0] for b in bounds), pool.map(lambda b: work(*b), bounds), strict=True))
+    return list(zip((b[0] for b in bounds), run_chunks(work, bounds, threads), strict=True))
 
 
 def _raise_first_problem(results: list[tuple[int, tuple[int, int, int, int]]], n: int) -> None:
