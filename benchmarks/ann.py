@@ -148,11 +148,21 @@ def faiss_cases(x, q, efs, threads) -> list[Case]:
         return []
     build = time.perf_counter() - t
 
-    def run(ef: int) -> np.ndarray:
-        index.ef_search = ef
-        return index.search(q, K)[1]
+    import faiss
 
-    return [("faiss HNSW (M=32)", f"efSearch={ef}", build, lambda ef=ef: run(ef), None) for ef in efs]
+    def run(ef: int, spent: list[float]) -> np.ndarray:
+        index.ef_search = ef
+        faiss.cvar.hnsw_stats.reset()
+        found = index.search(q, K)[1]
+        spent.append(faiss.cvar.hnsw_stats.ndis / len(q))  # distance computations, all layers
+        return found
+
+    cases: list[Case] = []
+    for ef in efs:
+        spent: list[float] = []
+        suffix = lambda s=spent: f" ({s[0]:.0f} dist/query)"  # noqa: E731
+        cases.append(("faiss HNSW (M=32)", f"efSearch={ef}", build, lambda ef=ef, s=spent: run(ef, s), suffix))
+    return cases
 
 
 def qps_at_recall(points: list[tuple[float, float]], target: float) -> float | None:
