@@ -37,13 +37,20 @@ _OPTS = {"cache": True, "nogil": True, "boundscheck": False}
 
 
 @njit(fastmath=True, **_OPTS)
-def _sqdist(x, i, y, j):
-    """Squared Euclidean distance of rows ``x[i]`` and ``y[j]`` (fastmath lets LLVM vectorise the reduction)."""
+def _sqdist_prefix(x, i, y, j, dim):
+    """Squared Euclidean distance of the first ``dim`` entries of rows ``x[i]`` and ``y[j]`` (fastmath lets LLVM
+    vectorise the reduction)."""
     s = np.float32(0.0)
-    for t in range(x.shape[1]):
+    for t in range(dim):
         d = x[i, t] - y[j, t]
         s += d * d
     return s
+
+
+@njit(**_OPTS)
+def _sqdist(x, i, y, j):
+    """Squared Euclidean distance of rows ``x[i]`` and ``y[j]``."""
+    return _sqdist_prefix(x, i, y, j, x.shape[1])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -288,7 +295,7 @@ def pack_rows(x: np.ndarray, indptr: np.ndarray, gptr: np.ndarray, gmem: np.ndar
     meta = block.view(np.int32)
     meta[:, dim] = indptr[:-1]
     meta[:, dim + 1] = indptr[1:]
-    meta[:, dim + 2] = gmem[gptr[:-1]] if n else 0
+    meta[:, dim + 2] = gmem[gptr[:-1]]
     meta[:, dim + 3] = np.diff(gptr)
     meta[:, dim + 4] = gptr[:-1]
     return block
@@ -326,16 +333,6 @@ def _prefetch_ahead(block, indices, e, end, ahead):
     return ahead
 
 
-@njit(fastmath=True, **_OPTS)
-def _sqdist_prefix(x, i, y, j, dim):
-    """Squared Euclidean distance of the first ``dim`` entries of rows ``x[i]`` and ``y[j]``."""
-    s = np.float32(0.0)
-    for t in range(dim):
-        d = x[i, t] - y[j, t]
-        s += d * d
-    return s
-
-
 @njit(**_OPTS)
 def search_range(
     block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
@@ -345,7 +342,7 @@ def search_range(
     ``starts[i]``, with at most ``budget`` distance computations.
 
     ``block`` is the packed vertex table (see :func:`pack_rows`): row ``v`` holds the vector of vertex ``v`` in columns
-    ``0 .. dim-1`` and, as int32 bit patterns in columns ``dim`` and ``dim + 1``, the range of its out-edges in
+    ``0 .. dim-1`` and, as int32 bit patterns in the :data:`META` columns after it, the range of its out-edges in
     ``indices`` (ascending by length), its first point and its group in ``gmem``. One row is all a visit reads about a
     vertex, so one cache-line run serves the distance, the result and the edges' location (ours: a memory layout, no
     effect on results; 1.2-1.4x at 100k x 64 over separate ``indptr``/``gptr`` arrays).

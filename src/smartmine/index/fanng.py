@@ -378,11 +378,6 @@ class FanngIndex(NeighbourIndex):
         threads = max(1, min(self._threads(), n_rows))
         chunk = max(1, min(4096, -(-n_rows // (4 * threads))))
         bounds = [(lo, min(n_rows, lo + chunk)) for lo in range(0, n_rows, chunk)]
-        if threads == 1:
-            scratch = _Scratch(nv, budget, width, ef)
-            for lo, hi in bounds:
-                work(lo, hi, scratch)
-            return
         local = threading.local()
 
         def run(lo: int, hi: int) -> None:

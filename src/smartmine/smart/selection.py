@@ -284,23 +284,15 @@ def class_layout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 _CHUNK_ROWS = 16_384  # anchors per work item: small enough to balance threads, large enough to amortise a call
 
 
-def _run_chunks(work, n: int, n_threads: int | None) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """``work(lo, hi)`` over row chunks of ``range(n)`` on the shared thread pool (the kernels release the GIL);
-    returns ``(lo, result)`` per chunk in row order."""
-    threads = numba.get_num_threads() if n_threads is None else n_threads
-    bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
-    return list(zip((b[0] for b in bounds), run_chunks(work, bounds, threads), strict=True))
-
-
-def _raise_first_problem(results: list[tuple[int, tuple[int, int, int, int]]], n: int) -> None:
-    """The clear error of the first bad row, if any chunk found one."""
-    lows = [lo_i for _, (code, _, lo_i, _) in results if code in (_OK, _OUT_OF_RANGE)]
-    highs = [hi_i for _, (code, _, _, hi_i) in results if code in (_OK, _OUT_OF_RANGE)]
-    for lo, (code, row, _, _) in results:
+def _raise_first_problem(bounds: list[tuple[int, int]], results: list[tuple[int, int, int, int]], n: int) -> None:
+    """The clear error of the first bad row, if any chunk (``bounds[c]``, scan result ``results[c]``) found one."""
+    for (lo, _), (code, row, _, _) in zip(bounds, results, strict=True):
         if code == _OUT_OF_RANGE:
+            # Index range over the chunks that scanned to the end (the others stopped early).
+            whole = [(r[2], r[3]) for r in results if r[0] in (_OK, _OUT_OF_RANGE)]
             raise ValueError(
-                f"neighbour_indices: entries must lie in [-1, {n}) (-1 = padding), got [{min(lows)}, {max(highs)}] "
-                f"(first bad row: {lo + row})"
+                f"neighbour_indices: entries must lie in [-1, {n}) (-1 = padding), got "
+                f"[{min(w[0] for w in whole)}, {max(w[1] for w in whole)}] (first bad row: {lo + row})"
             )
         if code == _NAN:
             raise ValueError(f"neighbour_sq_distances: contains NaN for a non-padding entry (row {lo + row})")
@@ -384,7 +376,9 @@ def select_triplets(
         return found
 
     if n and idx.shape[1]:
-        _raise_first_problem(_run_chunks(work, n, n_threads), n)
+        bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
+        threads = numba.get_num_threads() if n_threads is None else n_threads
+        _raise_first_problem(bounds, run_chunks(work, bounds, threads), n)
     filled = np.arange(slots)[None, :] < num_mined[:, None]
     anchors = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, slots))[filled]
     return SelectionResult(
