@@ -1,9 +1,15 @@
-"""The ``smartmine`` command line: quickstart, train, eval, embed, report."""
+"""The ``smartmine`` command line: quickstart, train, eval, embed, report, index, search, calibrate, export.
+
+Exit codes: 0 success, 2 any refusal (bad option, config, data, run folder or input file; one line on stderr naming
+the problem), 130 interrupted (the message gives the exact command that resumes the run).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -31,7 +37,13 @@ def resolve_config_path(text: str) -> Path:
     candidate = preset_path(text)
     if candidate.exists():
         return candidate
-    raise SystemExit(f"error: '{text}' is neither a config file nor a preset (presets: {', '.join(list_presets())})")
+    import difflib
+
+    from smartmine.training.config import ConfigError
+
+    close = difflib.get_close_matches(text, list_presets(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"'{text}' is neither a config file nor a preset (presets: {', '.join(list_presets())}){hint}")
 
 
 def results_table(model: dict, baseline: dict | None, title: str = "smartmine") -> str:
@@ -63,14 +75,44 @@ def _fresh_run_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
-def _train(config_path: Path, overrides: list[str], *, resume: bool, overwrite: bool, run_dir: str | None) -> dict:
+_ACTIVE: dict = {}
+"""The run being trained (command line to resume it), for the Ctrl-C message."""
+
+
+def _leaves_only_setup_files(d: Path) -> bool:
+    """``d`` holds nothing but what a start writes before training (``config.yaml``, an empty ``checkpoints/``)."""
+    for p in d.iterdir():
+        if p.name == "checkpoints" and p.is_dir() and not any(p.iterdir()):
+            continue
+        if p.name != "config.yaml":
+            return False
+    return True
+
+
+def _remove_refused_start(run_dir: Path, existed_before: bool) -> None:
+    """Undo the folder of a start that failed before training (e.g. pretrained weights missing), so that the
+    corrected rerun is not refused with "already exists" (docs/RELIABILITY.md §4)."""
+    if not existed_before and run_dir.is_dir() and _leaves_only_setup_files(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _train(config_path: Path, overrides: list[str], *, resume: bool, overwrite: bool, run_dir: str | None,
+           resume_command: list[str | None] | None = None) -> dict:
     from smartmine.training.config import load_config
     from smartmine.training.trainer import Trainer
 
     if run_dir is not None:
         overrides = [*overrides, f"run_dir={run_dir}"]
     cfg = load_config(config_path, overrides)
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    folder = Path(cfg.run_dir)
+    existed = folder.is_dir() and any(folder.iterdir())
+    _ACTIVE.update(run_dir=folder, command=[str(folder) if a is None else a for a in resume_command or []])
+    try:
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    except BaseException:
+        if not resume:
+            _remove_refused_start(folder, existed and not overwrite)
+        raise
     final = trainer.fit()
     return {"run_dir": str(trainer.run_dir), "final": final, "is_main": trainer.dist.is_main}
 
@@ -78,14 +120,17 @@ def _train(config_path: Path, overrides: list[str], *, resume: bool, overwrite: 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     import time
 
-    run_dir = _fresh_run_dir(Path(args.run_dir))
+    run_dir = Path(args.run_dir) if args.resume else _fresh_run_dir(Path(args.run_dir))
     overrides = list(args.set or [])
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     print(f"smartmine quickstart: glyphs (characters rendered from matplotlib's fonts), smart mining + global loss "
           f"+ adaptive κ; run folder {run_dir}")
     t0 = time.perf_counter()
-    out = _train(preset_path("quickstart"), overrides, resume=False, overwrite=False, run_dir=str(run_dir))
+    again = ["smartmine", "quickstart", "--resume", "--run-dir", str(run_dir)]
+    again += [a for o in overrides for a in ("--set", o)]
+    out = _train(preset_path("quickstart"), overrides, resume=args.resume, overwrite=False, run_dir=str(run_dir),
+                 resume_command=again)
     _finish(Path(out["run_dir"]), out["final"], time.perf_counter() - t0, report=not args.no_report)
     return 0
 
@@ -111,76 +156,34 @@ def _finish(run_dir: Path, final: dict, seconds: float | None = None, *, report:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    again = ["smartmine", "train", args.config, "--resume", "--run-dir", None]
+    again += [a for o in (args.set or []) for a in ("--set", o)]
     out = _train(resolve_config_path(args.config), list(args.set or []), resume=args.resume,
-                 overwrite=args.overwrite, run_dir=args.run_dir)
+                 overwrite=args.overwrite, run_dir=args.run_dir, resume_command=again)
     if out["is_main"]:
         _finish(Path(out["run_dir"]), out["final"], report=not args.no_report)
     return 0
-
-
-def _checkpoint_path(target: str) -> Path:
-    p = Path(target)
-    if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / "checkpoints" / name).exists():
-                return p / "checkpoints" / name
-        raise SystemExit(f"error: no checkpoint in '{p / 'checkpoints'}' (expected best.pt or last.pt)")
-    if not p.exists():
-        raise SystemExit(f"error: '{p}' does not exist")
-    return p
-
-
-def _load_model(ckpt_path: Path, device: str):
-    from smartmine.training import builders
-    from smartmine.training.checkpoint import load_checkpoint
-    from smartmine.training.config import config_from_dict
-    from smartmine.training.trainer import resolve_device
-
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    # The run's data may have moved since (eval/embed take --root): don't require the stored data.root to exist.
-    cfg = config_from_dict(ckpt["config"], check_paths=False)
-    in_channels = 1 if cfg.data.name in builders.SMALL_IMAGE_DATASETS else 3
-    model = builders.build_model(cfg, in_channels)
-    model.load_state_dict(ckpt["model"])
-    dev = resolve_device(device)
-    return cfg, model.to(dev).eval(), dev
-
-
-def _dataset_for(cfg, name: str | None, root: str | None, split: str):
-    """The split to embed, with test-time transforms; returns ``(dataset, batch_transform or None)``."""
-    from smartmine.data import load_dataset
-    from smartmine.training.builders import prepare_split
-
-    name = name or cfg.data.name
-    root = root if root is not None else (cfg.data.root if name == cfg.data.name else None)
-    options = cfg.data.options if name == cfg.data.name else {}
-    dataset = load_dataset(name, root=root, split=split, seed=cfg.seed, on_bad_image=cfg.data.on_bad_image, **options)
-    return dataset, prepare_split(cfg, dataset, train=False)
-
-
-def _embed_split(args: argparse.Namespace, target: str):
-    """Load a checkpoint and embed the requested split: ``(checkpoint path, config, dataset, embeddings)``."""
-    from smartmine.training.embedding import embed_dataset
-
-    ckpt = _checkpoint_path(target)
-    cfg, model, dev = _load_model(ckpt, args.device)
-    dataset, batch_tf = _dataset_for(cfg, args.data, args.root, args.split)
-    emb = embed_dataset(model, dataset, device=dev, batch_size=args.batch_size, batch_transform=batch_tf,
-                        progress=sys.stderr.isatty())
-    return ckpt, cfg, dataset, emb
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from smartmine.evaluation import retrieval_metrics
+    from smartmine.inference.commands import eval_query_gallery
+    from smartmine.inference.model import load
 
-    ckpt, cfg, dataset, emb = _embed_split(args, args.target)
-    metrics = retrieval_metrics(
-        emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=cfg.seed, kmeans_backend=cfg.eval.kmeans_backend
-    )
+    if args.query is not None or args.gallery is not None:
+        metrics = eval_query_gallery(args)
+        where = f"{metrics['num_queries']} queries ({args.query}) against {metrics['num_gallery']} gallery images " \
+                f"({args.gallery})"
+    else:
+        model = load(args.target, args.checkpoint, device=args.device)
+        emb, dataset = model.embed_split(args.split, data=args.data, root=args.root, batch_size=args.batch_size)
+        metrics = retrieval_metrics(emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=model.config.seed,
+                                    kmeans_backend=model.config.eval.kmeans_backend)
+        where = f"checkpoint {model.checkpoint_path}, {len(dataset)} images of split '{args.split}'"
     metrics = {k: float(v) for k, v in metrics.items() if _metric(k)}
-    print(f"checkpoint {ckpt}, {len(dataset)} images of split '{args.split}'\n")
+    print(f"{where}\n")
     print(results_table(metrics, None))
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -188,15 +191,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    import numpy as np
+    from smartmine.inference.commands import embed_to_file
 
-    _, _, dataset, emb = _embed_split(args, args.checkpoint)
-    out = Path(args.out)
-    np.save(out, emb.numpy())
-    labels_path = out.with_name(out.stem + ".labels.npy")
-    np.save(labels_path, np.asarray(dataset.labels))
-    print(f"wrote {tuple(emb.shape)} embeddings to {out} and labels to {labels_path}")
-    return 0
+    return embed_to_file(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -207,12 +204,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    from smartmine.inference.commands import _common
+
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from smartmine import __version__
+    from smartmine.inference.commands import add_commands as add_inference_commands
+
     parser = argparse.ArgumentParser(
         prog="smartmine",
         description="Deep metric learning with dataset-wide smart triplet mining (FANNG graph + adaptive κ) and "
         "distance-weighted sampling.",
     )
+    parser.add_argument("--version", action="version", version=f"smartmine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quickstart", help="train on the embedded glyphs dataset and compare with raw pixels",
@@ -223,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     q.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
+    q.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last checkpoint (after an interruption)")
     q.set_defaults(func=cmd_quickstart)
 
     t = sub.add_parser("train", help="train from a YAML config or preset",
@@ -237,30 +246,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-report", action="store_true", help="do not build report.html at the end")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint on a test split",
+    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint on a test split or a query/gallery pair",
                        description="Embed a split with a trained model and print Recall@K, MAP@R, R-precision, "
-                       "P@1 and NMI.")
+                       "P@1 and NMI (every image queries all others), or rank --query images against --gallery "
+                       "images (split names such as In-Shop's query/gallery, labelled folders, or CSVs; one CSV "
+                       "with is_query/is_gallery columns may be given as both).")
     e.add_argument("target", help="run folder (uses checkpoints/best.pt, else last.pt) or checkpoint file")
     e.add_argument("--data", default=None, help="dataset name (default: the run's dataset)")
     e.add_argument("--root", default=None, help="dataset root (default: the run's root)")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--query", default=None, help="query split name, labelled folder or CSV (with --gallery)")
+    e.add_argument("--gallery", default=None, help="gallery split name, labelled folder or CSV (with --query)")
     e.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of Recall@K")
-    e.add_argument("--batch-size", type=int, default=256, help="embedding batch size")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
+    _inference_options(e)
     e.set_defaults(func=cmd_eval)
 
-    m = sub.add_parser("embed", help="write embeddings of a dataset split to a .npy file",
-                       description="Embed a split with a trained model; writes FILE.npy (N × D float32) and "
-                       "FILE.labels.npy.")
-    m.add_argument("checkpoint", help="run folder or checkpoint file")
+    m = sub.add_parser("embed", help="write embeddings of a dataset split or of any images to .npy or .npz",
+                       description="Embed a split of the run's dataset (or --images: a folder, flat or "
+                       "class-per-folder, a CSV or files) with a trained model. FILE.npy gets FILE.labels.npy, "
+                       "FILE.paths.json and FILE.classes.json beside it where known; FILE.npz holds them all as "
+                       "arrays (embeddings, labels, paths, class_names).")
+    m.add_argument("run", help="run folder or checkpoint file")
+    m.add_argument("--images", default=None, help="embed these images instead of a dataset split")
     m.add_argument("--data", default=None, help="dataset name (default: the run's dataset)")
     m.add_argument("--root", default=None, help="dataset root")
     m.add_argument("--split", default="test", help="split (default: test)")
-    m.add_argument("--out", required=True, help="output .npy file")
-    m.add_argument("--batch-size", type=int, default=256, help="embedding batch size")
-    m.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    m.add_argument("--out", required=True, help="output .npy or .npz file")
+    _inference_options(m)
     m.set_defaults(func=cmd_embed)
+
+    add_inference_commands(sub)
 
     r = sub.add_parser("report", help="build report.html for one or several runs",
                        description="Build a self-contained HTML report of a run (several runs: a comparison).")
@@ -281,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if type(exc).__name__ == "BadImageError" and args.command in ("train", "quickstart"):
+            hint = " (to leave unreadable images out instead, set data.on_bad_image: skip in the config or pass " \
+                   "--set data.on_bad_image=skip)"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         if type(exc).__name__ in ("TrainingError", "CheckpointError"):
@@ -289,8 +309,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except KeyboardInterrupt:
-        print("interrupted; resume with: smartmine train CONFIG --resume --run-dir RUN", file=sys.stderr)
+        print(_interrupted_message(), file=sys.stderr)
         return 130
+
+
+def _interrupted_message() -> str:
+    """What to run after Ctrl-C: the exact resume command, or a restart when no checkpoint was written yet."""
+    run_dir, command = _ACTIVE.get("run_dir"), _ACTIVE.get("command")
+    if not command:
+        return "interrupted"
+    line = shlex.join(command)
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return f"interrupted; resume with: {line}"
+    restart = ["--overwrite" if a == "--resume" else a for a in command] if command[1] == "train" else \
+        [a for a in command if a != "--resume"]
+    return f"interrupted before the first checkpoint of {run_dir}; start again with: {shlex.join(restart)}"
 
 
 if __name__ == "__main__":  # pragma: no cover

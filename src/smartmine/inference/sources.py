@@ -150,5 +150,6 @@ def check_readable(paths: Sequence[str]) -> None:
         except BadImageError as exc:
             bad.append(exc)
     if bad:
-        more = f" (and {len(bad) - 1} more unreadable image(s))" if len(bad) > 1 else ""
+        others = ", ".join(display_path(b.path) for b in bad[1:4]) + (", …" if len(bad) > 4 else "")
+        more = f" (also unreadable, {len(bad) - 1} more: {others})" if len(bad) > 1 else ""
         raise BadImageError(bad[0].path, bad[0].reason + more)
