@@ -147,7 +147,9 @@ def test_training_error():
     assert training_error(loss) == pytest.approx(3 / 5)
     assert training_error(loss, mined, count="mined") == pytest.approx(2 / 3)
     assert training_error(loss, tol=0.4) == pytest.approx(2 / 5)
-    assert training_error(torch.zeros(0)) == 0.0
+    # Nothing counted is "not measured", not "no error": an epoch that mined nothing must not look perfect.
+    assert training_error(torch.zeros(0)) is None
+    assert training_error(loss, np.zeros(5, bool), count="mined") is None
     with pytest.raises(ValueError, match="is_mined"):
         training_error(loss, count="mined")
     with pytest.raises(ValueError, match="count"):

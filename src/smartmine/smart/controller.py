@@ -8,6 +8,10 @@ holds fewer than two distinct κ, or the fit is degenerate (all errors equal) or
 multiplicative probing step (κ/2 when e < e_target, 2κ otherwise); always clamp to ``[kappa_min, kappa_max]``.
 ``kappa_min`` is the configurable κ floor and may be below 1.
 
+:class:`AdaptiveKappa` is the paper's controller, kept as ``mining.controller: legacy``. :class:`SteeredKappa` (ours,
+the default) fixes what broke it on real data (ALGORITHMS.md §3, revised): it only fits epochs that mined what they
+planned, never raises κ after a shortfall, and keeps κ where the neighbour lists say mining can fill its plan.
+
 One refinement of ours: when no usable fit exists and the error is already within ``tolerance`` of the target, κ is
 kept (rule ``"hold"``). Without it a converged controller, whose window then holds (nearly) equal errors, i.e. a
 degenerate fit, would be kicked away from the right κ by a probing step.
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from smartmine._validation import ArrayLike, as_tensor, check_positive_int
+from smartmine.smart.thresholds import KappaThresholds, kappa_for_share
 
 ERROR_COUNTS = ("all", "mined")
 
@@ -119,17 +124,7 @@ class AdaptiveKappa:
 
     def _fit(self, es: np.ndarray, ks: np.ndarray) -> float | None:
         """``α·e_target + β`` of the least-squares line κ = α·e + β, or ``None`` if degenerate or α >= 0."""
-        e_mean = es.mean()
-        var = float(((es - e_mean) ** 2).sum())
-        # Errors that all (nearly) coincide carry no slope information.
-        if var <= 1e-12 * max(1.0, float((es**2).sum())):
-            return None
-        alpha = float(((es - e_mean) * (ks - ks.mean())).sum()) / var
-        if not math.isfinite(alpha) or alpha >= 0:
-            return None
-        beta = float(ks.mean()) - alpha * float(e_mean)
-        nxt = alpha * self.target_error + beta
-        return nxt if math.isfinite(nxt) else None
+        return _line_fit(es, ks, self.target_error)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (plain Python types, safe for ``torch.save`` / JSON)."""
@@ -173,7 +168,7 @@ def training_error(
     is_mined: ArrayLike | None = None,
     count: str = "all",
     tol: float = 0.0,
-) -> float:
+) -> float | None:
     """Training error of an epoch: the fraction of triplets whose loss is non-zero (``> tol``).
 
     Args:
@@ -183,7 +178,8 @@ def training_error(
         tol: losses ``<= tol`` count as zero (default 0).
 
     Returns:
-        The error in [0, 1]; 0.0 when no triplet is counted.
+        The error in [0, 1]; ``None`` when no triplet is counted (e.g. ``count="mined"`` on an epoch that mined
+        nothing): such an epoch measured nothing, and :meth:`SteeredKappa.update` treats it as a shortfall.
     """
     if count not in ERROR_COUNTS:
         raise ValueError(f"count: expected one of {ERROR_COUNTS}, got {count!r}")
@@ -198,4 +194,210 @@ def training_error(
         if mined.shape != loss.shape:
             raise ValueError(f"is_mined: length {mined.numel()} does not match {loss.numel()} losses")
         active = active[mined]
-    return float(active.double().mean()) if active.numel() else 0.0
+    return float(active.double().mean()) if active.numel() else None
+
+
+@dataclass(frozen=True)
+class SteerRecord:
+    """One :class:`SteeredKappa` step.
+
+    Attributes:
+        kappa: the κ the epoch was mined with.
+        error: its training error (``None``: nothing was counted).
+        fill: mined triplets / planned mined triplets of the epoch, in [0, 1].
+        in_fit: whether the record enters the least-squares fit (error measured and ``fill >= min_fill``).
+        next_kappa: the κ chosen next (before the next epoch's cap from its thresholds).
+        rule: ``"fit"``, ``"step"``, ``"hold"`` or ``"shortfall"`` (κ lowered because mining fell short).
+    """
+
+    kappa: float
+    error: float | None
+    fill: float
+    in_fit: bool
+    next_kappa: float
+    rule: str
+
+
+class SteeredKappa:
+    """κ controller that steers only what κ can change (ours; ALGORITHMS.md §3, revised).
+
+    Every mined epoch: :meth:`propose` takes the epoch's thresholds ``t_a`` (:mod:`smartmine.smart.thresholds`) and
+    returns the κ to mine with, the controller's κ clamped to ``[kappa_min, min(kappa_max, cap)]``, where ``cap`` is
+    the largest κ at which the planned share of anchors still has a valid negative; with ``kappa0=None`` (``auto``)
+    the first mined epoch starts at ``cap``. After training it, :meth:`update` gets the epoch's training error and
+    fill (mined / planned):
+
+    * an epoch that fell short (``fill < min_fill``) or counted nothing (``error is None``) does not enter the fit; κ
+      is divided by ``step`` (rule ``"shortfall"``), since only a smaller κ admits more negatives;
+    * otherwise the (κ, e) record joins the fit window: the least-squares line ``κ = α·e + β`` over the last
+      ``window`` fitted records gives ``κ_next = α·e_target + β`` (rule ``"fit"``); without a usable fit (fewer than
+      two distinct κ, degenerate, α >= 0) κ is held when within ``tolerance`` of the target, else multiplied or divided
+      by ``step``; a step never moves κ by more than ``max_change`` at once, and an epoch with any shortfall never
+      raises κ.
+
+    Args:
+        kappa0: initial κ, or ``None`` (default) for ``auto``.
+        target_error: desired training error in (0, 1) (default 0.5).
+        window: fitted records used, >= 2 (default 5).
+        kappa_min: κ floor, > 0 (default 1: with ``semihard`` selection, never harder than semi-hard).
+        kappa_max: κ ceiling (default 256).
+        tolerance: hold band around the target when no fit is usable (default 0.02).
+        min_fill: smallest fill whose error enters the fit, in (0, 1] (default 0.8).
+        step: multiplicative probing / shortfall step, > 1 (default 2).
+        max_change: largest factor κ may change by in one update, >= step (default 4).
+    """
+
+    def __init__(
+        self,
+        kappa0: float | None = None,
+        target_error: float = 0.5,
+        window: int = 5,
+        kappa_min: float = 1.0,
+        kappa_max: float = 256.0,
+        tolerance: float = 0.02,
+        min_fill: float = 0.8,
+        step: float = 2.0,
+        max_change: float = 4.0,
+    ) -> None:
+        kappa_min, kappa_max = float(kappa_min), float(kappa_max)
+        if not (math.isfinite(kappa_min) and kappa_min > 0):
+            raise ValueError(f"kappa_min: expected a finite value > 0, got {kappa_min}")
+        if not (math.isfinite(kappa_max) and kappa_max >= kappa_min):
+            raise ValueError(f"kappa_max: expected a finite value >= kappa_min ({kappa_min}), got {kappa_max}")
+        if kappa0 is not None:
+            kappa0 = float(kappa0)
+            if not (math.isfinite(kappa0) and kappa_min <= kappa0 <= kappa_max):
+                raise ValueError(f"kappa0: expected None (auto) or a value in [{kappa_min}, {kappa_max}], got {kappa0}")
+        if not 0.0 < float(target_error) < 1.0:
+            raise ValueError(f"target_error: expected a value in (0, 1), got {target_error}")
+        if not 0.0 <= float(tolerance) < 1.0:
+            raise ValueError(f"tolerance: expected a value in [0, 1), got {tolerance}")
+        if not 0.0 < float(min_fill) <= 1.0:
+            raise ValueError(f"min_fill: expected a value in (0, 1], got {min_fill}")
+        if not (math.isfinite(float(step)) and float(step) > 1.0):
+            raise ValueError(f"step: expected a finite value > 1, got {step}")
+        if not (math.isfinite(float(max_change)) and float(max_change) >= float(step)):
+            raise ValueError(f"max_change: expected a finite value >= step ({step}), got {max_change}")
+        self.kappa0 = kappa0
+        self.target_error = float(target_error)
+        self.window = check_positive_int(window, "window", minimum=2)
+        self.kappa_min, self.kappa_max = kappa_min, kappa_max
+        self.tolerance = float(tolerance)
+        self.min_fill = float(min_fill)
+        self.step = float(step)
+        self.max_change = float(max_change)
+        self._kappa: float | None = kappa0
+        self._history: list[SteerRecord] = []
+
+    @property
+    def kappa(self) -> float | None:
+        """The κ for the next mined epoch, before that epoch's cap; ``None`` while ``auto`` is unresolved."""
+        return self._kappa
+
+    @property
+    def history(self) -> list[SteerRecord]:
+        """All records, oldest first (a copy)."""
+        return list(self._history)
+
+    def propose(self, thresholds: KappaThresholds, share: float) -> float:
+        """The κ to mine this epoch with.
+
+        Args:
+            thresholds: the epoch's :func:`~smartmine.smart.thresholds.kappa_thresholds`.
+            share: share of anchors the plan needs mined, in [0, 1].
+
+        Returns:
+            ``min(κ, cap)`` clamped to ``[kappa_min, kappa_max]``, ``cap = kappa_for_share(thresholds, share)``
+            (``κ = cap`` for the first epoch of ``auto``). The result becomes the controller's κ.
+        """
+        cap = kappa_for_share(thresholds, share)
+        kappa = cap if self._kappa is None else min(self._kappa, cap)
+        kappa = float(min(max(kappa, self.kappa_min), self.kappa_max))
+        self._kappa = kappa
+        return kappa
+
+    def update(self, error: float | None, fill: float) -> float:
+        """Record the epoch mined with the current κ (its training error and fill) and return the next κ."""
+        if self._kappa is None:
+            raise RuntimeError("SteeredKappa.update: call propose() first (auto κ is resolved from the thresholds)")
+        fill = float(fill)
+        if not (math.isfinite(fill) and 0.0 <= fill <= 1.0):
+            raise ValueError(f"fill: expected a fraction in [0, 1], got {fill}")
+        if error is not None:
+            error = float(error)
+            if not (math.isfinite(error) and 0.0 <= error <= 1.0):
+                raise ValueError(f"error: expected None or a finite fraction in [0, 1], got {error}")
+        kappa = self._kappa
+        in_fit = error is not None and fill >= self.min_fill
+        if not in_fit:
+            nxt, rule = kappa / self.step, "shortfall"
+        else:
+            fitted = [r for r in self._history if r.in_fit][-(self.window - 1) :]
+            ks = np.array([r.kappa for r in fitted] + [kappa])
+            es = np.array([r.error for r in fitted] + [error])
+            nxt, rule = None, "step"
+            if np.unique(ks).size >= 2:
+                nxt = _line_fit(es, ks, self.target_error)
+                rule = "fit" if nxt is not None else rule
+            if nxt is None:
+                if abs(error - self.target_error) <= self.tolerance:
+                    nxt, rule = kappa, "hold"
+                else:
+                    nxt = kappa / self.step if error < self.target_error else kappa * self.step
+            nxt = min(max(nxt, kappa / self.max_change), kappa * self.max_change)
+            if fill < 1.0:
+                nxt = min(nxt, kappa)  # a shortfall never raises κ: a larger κ can only mine less
+        nxt = float(min(max(nxt, self.kappa_min), self.kappa_max))
+        self._history.append(SteerRecord(kappa, error, fill, in_fit, nxt, rule))
+        self._kappa = nxt
+        return nxt
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (plain Python types)."""
+        return {
+            "kind": "steered",
+            "kappa0": self.kappa0,
+            "target_error": self.target_error,
+            "window": self.window,
+            "kappa_min": self.kappa_min,
+            "kappa_max": self.kappa_max,
+            "tolerance": self.tolerance,
+            "min_fill": self.min_fill,
+            "step": self.step,
+            "max_change": self.max_change,
+            "kappa": self._kappa,
+            "history": [asdict(r) for r in self._history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        if state.get("kind") != "steered":
+            raise ValueError(f"state: not a SteeredKappa state (kind {state.get('kind')!r})")
+        keys = ("kappa0", "target_error", "window", "kappa_min", "kappa_max", "tolerance", "min_fill", "step",
+                "max_change")  # fmt: skip
+        fresh = SteeredKappa(**{k: state[k] for k in keys})
+        kappa = state["kappa"]
+        if kappa is not None and not (fresh.kappa_min <= float(kappa) <= fresh.kappa_max):
+            raise ValueError(f"state['kappa']: {kappa} lies outside [{fresh.kappa_min}, {fresh.kappa_max}]")
+        self.__dict__.update(fresh.__dict__)
+        self._kappa = None if kappa is None else float(kappa)
+        self._history = [SteerRecord(**r) for r in state["history"]]
+
+    def __repr__(self) -> str:
+        return (
+            f"SteeredKappa(kappa={self._kappa}, target_error={self.target_error:g}, window={self.window}, "
+            f"kappa_min={self.kappa_min:g}, kappa_max={self.kappa_max:g}, epochs={len(self._history)})"
+        )
+
+
+def _line_fit(es: np.ndarray, ks: np.ndarray, target: float) -> float | None:
+    """``α·target + β`` of the least-squares line κ = α·e + β, or ``None`` if degenerate or α >= 0."""
+    e_mean = es.mean()
+    var = float(((es - e_mean) ** 2).sum())
+    if var <= 1e-12 * max(1.0, float((es**2).sum())):
+        return None
+    alpha = float(((es - e_mean) * (ks - ks.mean())).sum()) / var
+    if not math.isfinite(alpha) or alpha >= 0:
+        return None
+    nxt = alpha * target + float(ks.mean()) - alpha * float(e_mean)
+    return nxt if math.isfinite(nxt) else None

@@ -21,13 +21,15 @@ Epoch construction (deterministic in ``(seed, epoch)``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
 from smartmine.data.samplers import pk_setup
+from smartmine.index.base import NeighbourIndex
+from smartmine.smart.miner import default_k
 
 
 def class_confusion(neighbour_indices: ArrayLike, labels: ArrayLike, num_classes: int) -> np.ndarray:
@@ -58,6 +60,34 @@ def class_confusion(neighbour_indices: ArrayLike, labels: ArrayLike, num_classes
     other = src != dst
     flat = src[other].astype(np.int64) * num_classes + dst[other]
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def neighbour_confusion(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    num_classes: int,
+    index_factory: Callable[[], NeighbourIndex],
+    k: int | None = None,
+) -> np.ndarray:
+    """:func:`class_confusion` of the ``k`` nearest neighbours of every training point.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings of the whole training set.
+        labels: ``(N,)`` integer labels in ``[0, num_classes)``.
+        num_classes: ``C``.
+        index_factory: zero-argument callable returning a fresh neighbour index (built here, once).
+        k: neighbours per point (default ``None``: smart mining's :func:`~smartmine.smart.miner.default_k`); capped
+            at ``N − 1``.
+
+    Returns:
+        ``(C, C)`` int64 confusion counts, as :func:`class_confusion`.
+    """
+    y = check_labels(labels).cpu().numpy()
+    k = default_k(y) if k is None else min(check_positive_int(k, "k"), y.shape[0] - 1)
+    index = index_factory()
+    index.build(embeddings)
+    _, nbr = index.neighbours(k)
+    return class_confusion(nbr, y, num_classes)
 
 
 class GraphPKBatchSampler(Sampler[list[int]]):

@@ -11,6 +11,7 @@ so that the next epoch can be mined from them (stale by at most one epoch) inste
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,14 @@ import torch
 
 from smartmine._validation import ArrayLike, check_embeddings, check_labels, check_positive_int
 from smartmine.index.base import NeighbourIndex
-from smartmine.smart.controller import AdaptiveKappa
+from smartmine.smart.controller import AdaptiveKappa, SteeredKappa
+from smartmine.smart.list_recall import neighbour_list_recall
 from smartmine.smart.plan import TripletPlan, build_epoch_plan
 from smartmine.smart.selection import SELECTION_MODES, select_triplets
+from smartmine.smart.thresholds import kappa_for_share, kappa_thresholds
+
+LIST_RECALL_WARNING = 0.9  # below this, mined negatives are often not the nearest ones
+BUDGET_PER_NEIGHBOUR = 10  # FANNG search budget per listed neighbour when it scales with k (recall >= 0.9 at k ~ 120)
 
 
 def default_index_factory() -> NeighbourIndex:
@@ -45,7 +51,8 @@ class SmartMiner:
         index_factory: zero-argument callable returning a fresh :class:`~smartmine.index.base.NeighbourIndex`
             (default: :func:`default_index_factory`, exact search on the CPU). A new index is built every epoch.
         k: neighbours per point (default ``None``: ``max(64, 2 × largest class)``), capped at ``N − 1``.
-        kappa_controller: the κ controller used when ``adaptive`` (default: ``AdaptiveKappa()``).
+        kappa_controller: the κ controller used when ``adaptive``: :class:`~smartmine.smart.controller.SteeredKappa`
+            (ours) or :class:`~smartmine.smart.controller.AdaptiveKappa` (the paper's; default ``AdaptiveKappa()``).
         adaptive: steer κ with the controller (default True) or keep the fixed ``kappa``.
         kappa: fixed κ when not adaptive (default 16).
         warmup_epochs: leading epochs trained on random triplets only (default 2, as [SM]).
@@ -56,6 +63,10 @@ class SmartMiner:
         triplets_per_anchor: Algorithm 1 slots per anchor (default 1).
         seed: base seed; the randomness of epoch ``e`` depends only on ``(seed, e)``, so plans are reproducible and
             identical on every distributed rank that passes the same embeddings.
+        list_recall_sample: points whose lists are checked against exact search every mined epoch (default 256;
+            0 turns the check off). Below 0.9 a warning names ``mining.index_options.search_budget``.
+        scale_search_budget: raise an index's ``search_budget`` (FANNG) to ``10 × k`` when smaller (default True;
+            pass False when the user fixed the budget).
 
     Attributes:
         last_selection: the :class:`~smartmine.smart.selection.SelectionResult` of the last mined epoch (``None``
@@ -66,7 +77,7 @@ class SmartMiner:
         self,
         index_factory: Callable[[], NeighbourIndex] = default_index_factory,
         k: int | None = None,
-        kappa_controller: AdaptiveKappa | None = None,
+        kappa_controller: AdaptiveKappa | SteeredKappa | None = None,
         adaptive: bool = True,
         kappa: float = 16.0,
         warmup_epochs: int = 2,
@@ -76,14 +87,18 @@ class SmartMiner:
         triplets_per_epoch: int | None = None,
         triplets_per_anchor: int = 1,
         seed: int = 0,
+        list_recall_sample: int = 256,
+        scale_search_budget: bool = True,
     ) -> None:
         if not callable(index_factory):
             raise ValueError("index_factory: expected a zero-argument callable returning a NeighbourIndex")
         self.index_factory = index_factory
         self.k = None if k is None else check_positive_int(k, "k")
         self.controller = kappa_controller if kappa_controller is not None else AdaptiveKappa()
-        if not isinstance(self.controller, AdaptiveKappa):
-            raise ValueError(f"kappa_controller: expected an AdaptiveKappa, got {type(self.controller).__name__}")
+        if not isinstance(self.controller, (AdaptiveKappa, SteeredKappa)):
+            raise ValueError(
+                f"kappa_controller: expected a SteeredKappa or AdaptiveKappa, got {type(self.controller).__name__}"
+            )
         self.adaptive = bool(adaptive)
         self.fixed_kappa = float(kappa)
         if not (np.isfinite(self.fixed_kappa) and self.fixed_kappa > 0):
@@ -103,12 +118,21 @@ class SmartMiner:
         )
         self.triplets_per_anchor = check_positive_int(triplets_per_anchor, "triplets_per_anchor")
         self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.list_recall_sample = check_positive_int(list_recall_sample, "list_recall_sample", minimum=0)
+        self.scale_search_budget = bool(scale_search_budget)
         self._last_plan_mined = False
+        self._last_fill = 1.0
         self.last_selection = None
 
     @property
-    def kappa(self) -> float:
-        """The κ the next mined epoch uses."""
+    def steered(self) -> bool:
+        """Whether κ is steered by :class:`~smartmine.smart.controller.SteeredKappa`."""
+        return self.adaptive and isinstance(self.controller, SteeredKappa)
+
+    @property
+    def kappa(self) -> float | None:
+        """The κ the next mined epoch uses (a steered κ may still be lowered by that epoch's cap); ``None`` while
+        ``auto`` κ₀ waits for the first mined epoch's thresholds."""
         return self.controller.kappa if self.adaptive else self.fixed_kappa
 
     def is_warmup(self, epoch: int) -> bool:
@@ -128,7 +152,9 @@ class SmartMiner:
             ``(plan, stats)``; ``stats`` holds ``epoch``, ``warmup``, ``kappa`` (the κ used, ``None`` in warm-up),
             ``k``, ``anchors_with_negatives``, ``anchors_mined``, ``anchors_without_positive``,
             ``available_mined`` (triplets Algorithm 1 produced), ``mined_triplets``, ``random_triplets``,
-            ``shortfall`` (requested mined triplets replaced by random ones), ``random_positives``,
+            ``shortfall`` (requested mined triplets replaced by random ones), ``mined_planned``, ``random_positives``,
+            ``kappa_cap`` (largest κ at which the planned share of anchors has a valid negative), ``t_q10`` /
+            ``t_q50`` / ``t_q90`` (quantiles of the thresholds ``t_a``), ``list_recall`` (``None`` when unchecked),
             ``index_seconds``, ``search_seconds``, ``selection_seconds``.
 
         Raises:
@@ -147,6 +173,7 @@ class SmartMiner:
         stats: dict[str, Any] = {
             "epoch": epoch, "warmup": True, "kappa": None, "k": None, "anchors_with_negatives": 0,
             "anchors_mined": 0, "anchors_without_positive": None, "available_mined": 0, "random_positives": 0,
+            "kappa_cap": None, "t_q10": None, "t_q50": None, "t_q90": None, "list_recall": None,
             "index_seconds": 0.0, "search_seconds": 0.0, "selection_seconds": 0.0,
         }  # fmt: skip
 
@@ -158,13 +185,35 @@ class SmartMiner:
             if emb.shape[0] != n:
                 raise ValueError(f"embeddings: {emb.shape[0]} rows do not match {n} labels")
             k = min(self.k, n - 1) if self.k is not None else default_k(lab)
-            kappa = self.kappa
             t0 = time.perf_counter()
             index = self.index_factory()
             index.build(emb)
+            budget = getattr(index, "search_budget", None)
+            if self.scale_search_budget and isinstance(budget, int) and budget < BUDGET_PER_NEIGHBOUR * k:
+                index.search_budget = BUDGET_PER_NEIGHBOUR * k
             t1 = time.perf_counter()
             sq_dist, nbr = index.neighbours(k)
             t2 = time.perf_counter()
+            thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
+            need = min(1.0, 1.1 * round(self.mined_fraction * num_triplets) / (n * self.triplets_per_anchor))
+            if self.steered:
+                kappa = self.controller.propose(thresholds, need)
+            else:
+                kappa = self.kappa
+            t_q = thresholds.quantiles((0.1, 0.5, 0.9))
+            cap = _finite_or_none(kappa_for_share(thresholds, need))
+            stats.update(kappa_cap=cap, t_q10=t_q[0], t_q50=t_q[1], t_q90=t_q[2])
+            if self.list_recall_sample:
+                recall = neighbour_list_recall(emb, nbr, np.random.default_rng([self.seed, epoch, 1]),
+                                               self.list_recall_sample)  # fmt: skip
+                stats["list_recall"] = recall
+                if recall < LIST_RECALL_WARNING:
+                    warnings.warn(
+                        f"epoch {epoch}: the neighbour lists reach recall {recall:.2f} against exact search (below "
+                        f"{LIST_RECALL_WARNING}); raise mining.index_options.search_budget or use mining.index=exact",
+                        stacklevel=2,
+                    )
+            t_checks = time.perf_counter()
             selection = select_triplets(
                 nbr, sq_dist, lab, kappa, rng,
                 triplets_per_anchor=self.triplets_per_anchor, selection=self.selection, margin=self.margin,
@@ -176,27 +225,36 @@ class SmartMiner:
                 anchors_mined=selection.num_anchors_mined,
                 anchors_without_positive=selection.num_without_positive,
                 available_mined=selection.num_triplets, random_positives=selection.num_random_positives,
-                index_seconds=t1 - t0, search_seconds=t2 - t1, selection_seconds=t3 - t2,
+                index_seconds=t1 - t0, search_seconds=t2 - t1, check_seconds=t_checks - t2,
+                selection_seconds=t3 - t_checks,
             )  # fmt: skip
         fraction = 0.0 if selection is None else self.mined_fraction
         plan = build_epoch_plan(selection, lab, num_triplets, fraction, rng)
-        stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall)
+        planned = plan.num_mined_requested or 0
+        stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall,
+                     mined_planned=planned)  # fmt: skip
         self._last_plan_mined = selection is not None
+        self._last_fill = plan.num_mined / planned if planned else 1.0
         self.last_selection = selection
         return plan, stats
 
-    def update_error(self, error: float) -> float:
+    def update_error(self, error: float | None) -> float | None:
         """Report the training error of the epoch just trained and return the κ for the next mined epoch.
 
         Forwarded to the controller only when adaptive and when the last plan was mined: the error of a random
-        warm-up epoch says nothing about κ and would corrupt the controller's fit.
+        warm-up epoch says nothing about κ and would corrupt the controller's fit. ``error`` is ``None`` when the
+        epoch counted no triplet (``error_counts: mined`` and nothing mined): the steered controller then lowers κ
+        (a shortfall); the paper's controller has no such case and keeps κ.
         """
-        error = float(error)
-        if not (np.isfinite(error) and 0.0 <= error <= 1.0):
-            raise ValueError(f"error: expected a finite fraction in [0, 1], got {error}")
-        if self.adaptive and self._last_plan_mined:
-            return self.controller.update(error)
-        return self.kappa
+        if error is not None:
+            error = float(error)
+            if not (np.isfinite(error) and 0.0 <= error <= 1.0):
+                raise ValueError(f"error: expected None or a finite fraction in [0, 1], got {error}")
+        if not (self.adaptive and self._last_plan_mined):
+            return self.kappa
+        if self.steered:
+            return self.controller.update(error, self._last_fill)
+        return self.controller.update(error) if error is not None else self.kappa
 
     def state_dict(self) -> dict[str, Any]:
         """Resumable state: controller, fixed κ, seed and whether the last plan was mined."""
@@ -205,6 +263,7 @@ class SmartMiner:
             "fixed_kappa": self.fixed_kappa,
             "seed": self.seed,
             "last_plan_mined": self._last_plan_mined,
+            "last_fill": self._last_fill,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,12 +272,17 @@ class SmartMiner:
         self.fixed_kappa = float(state["fixed_kappa"])
         self.seed = check_positive_int(state["seed"], "state['seed']", minimum=0)
         self._last_plan_mined = bool(state["last_plan_mined"])
+        self._last_fill = float(state.get("last_fill", 1.0))
 
     def __repr__(self) -> str:
         return (
-            f"SmartMiner(kappa={self.kappa:g}, adaptive={self.adaptive}, k={self.k}, warmup_epochs={self.warmup_epochs}"
+            f"SmartMiner(kappa={self.kappa}, adaptive={self.adaptive}, k={self.k}, warmup_epochs={self.warmup_epochs}"
             f", mined_fraction={self.mined_fraction:g}, selection={self.selection!r})"
         )
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 class EmbeddingCache:

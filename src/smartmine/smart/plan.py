@@ -28,6 +28,20 @@ class TripletBatch(NamedTuple):
     n: np.ndarray
     is_mined: np.ndarray
 
+    def to_batch(self) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The distinct images of this step and its triplets as rows of their embedding batch (see
+        :meth:`TripletPlan.to_batch`)."""
+        return _distinct_rows(self.a, self.p, self.n)
+
+
+def _distinct_rows(
+    a: np.ndarray, p: np.ndarray, n: np.ndarray
+) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Sorted distinct dataset indices of ``a, p, n`` (each ``(T,)``) and the ``(T,)`` row of each entry among them."""
+    indices, inverse = np.unique(np.concatenate([a, p, n]), return_inverse=True)
+    rows = torch.from_numpy(inverse.astype(np.int64).reshape(-1)).view(3, -1)
+    return indices, (rows[0].clone(), rows[1].clone(), rows[2].clone())
+
 
 @dataclass(frozen=True)
 class TripletPlan:
@@ -110,10 +124,7 @@ class TripletPlan:
             embed; the three ``torch.long`` tensors index rows of that ``(U, D)`` embedding batch, ready for a loss
             called as ``loss(embeddings, labels, triplets)``.
         """
-        flat = np.concatenate([self.a, self.p, self.n])
-        indices, inverse = np.unique(flat, return_inverse=True)
-        rows = torch.from_numpy(inverse.astype(np.int64)).view(3, -1)
-        return indices, (rows[0].clone(), rows[1].clone(), rows[2].clone())
+        return _distinct_rows(self.a, self.p, self.n)
 
 
 def random_triplets(labels: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

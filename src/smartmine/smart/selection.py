@@ -11,6 +11,14 @@ For every anchor ``a`` with neighbour list ``S_a`` (ascending squared distance, 
    first one with ``D(a,p) + m > D(a,n)`` (plain distances). When no listed positive qualifies, the positive is a
    uniformly random same-class point outside ``S_a`` (farther than every listed neighbour for an exact index).
 
+``semihard`` (ours) replaces steps 1-3 by a semi-hard band scaled with κ: each slot draws a positive ``p`` uniformly
+from the listed positives (``x⁺NN`` included) and pairs it with the nearest listed negative, unused by the anchor, with
+``D²(a,n) > κ · D²(a,p)``. κ = 1 is FaceNet's semi-hard negative, taken over the whole training set; κ < 1 admits
+negatives nearer than the positive (harder), κ > 1 easier ones. Since the negative is the first one past the bound,
+``D(a,n) / D(a,p) ≈ √κ`` for every mined triplet, so κ sets how much loss a mined triplet carries and the controller
+can steer the training error of the mined triplets through it (see :mod:`smartmine.smart.controller`). A slot with no
+such negative in the list yields nothing (``num_unfilled_slots``).
+
 Reading fixed here (identical to the paper's walk for ``κ >= 1``): negatives listed *before* ``x⁺NN`` are judged by
 the same rule ``D² > κ · D²(a, x⁺NN)``, so a κ floor below 1 admits negatives inside the nearest-positive radius as
 ALGORITHMS.md requires; for ``κ >= 1`` they are always inside the bound, i.e. skipped, exactly as in the paper.
@@ -39,7 +47,7 @@ import numpy as np
 from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
 
-SELECTION_MODES = ("strict", "margin_aware")
+SELECTION_MODES = ("strict", "margin_aware", "semihard")
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class SelectionResult:
         num_random_positives: mined triplets whose positive is a random same-class point outside ``S_a``.
         num_unfilled_slots: slots that had a valid negative but no positive at all (class fully listed).
         kappa: the κ used.
-        selection: ``"strict"`` or ``"margin_aware"``.
+        selection: ``"strict"``, ``"margin_aware"`` or ``"semihard"``.
     """
 
     anchors: np.ndarray
@@ -206,6 +214,77 @@ def _select_kernel(
         num_mined[row] = made
 
 
+@numba.njit(cache=True, nogil=True)
+def _select_semihard_kernel(
+    row0: int,  # dataset index of the chunk's first anchor
+    nbr_idx: np.ndarray,  # (R, k) int64, -1 = padding
+    nbr_d2: np.ndarray,  # (R, k) float64
+    cls: np.ndarray,  # (N,) int64 class id
+    kappa: float,
+    slots: int,
+    uniforms: np.ndarray,  # (R, slots) float64 in [0, 1)
+    out_p: np.ndarray,  # (R, slots) int64, filled here
+    out_n: np.ndarray,  # (R, slots) int64, filled here
+    num_valid_neg: np.ndarray,  # (R,) int64: negatives past the bound of the first slot's positive
+    num_mined: np.ndarray,  # (R,) int64
+    nearest_pos: np.ndarray,  # (R,) int64
+    num_unfilled: np.ndarray,  # (R,) int64
+) -> None:
+    n_rows, k = nbr_idx.shape
+    neg_i = np.empty(k, np.int64)
+    neg_d = np.empty(k, np.float64)
+    used = np.zeros(k, np.bool_)
+    pos_i = np.empty(k, np.int64)
+    pos_d = np.empty(k, np.float64)
+    for row in range(n_rows):
+        a = row0 + row
+        ca = cls[a]
+        n_neg = 0
+        n_pos = 0
+        for j in range(k):
+            v = nbr_idx[row, j]
+            if v < 0 or v == a:
+                continue
+            if cls[v] == ca:
+                pos_i[n_pos] = v
+                pos_d[n_pos] = max(nbr_d2[row, j], 0.0)
+                n_pos += 1
+            else:
+                neg_i[n_neg] = v
+                neg_d[n_neg] = nbr_d2[row, j]
+                used[n_neg] = False
+                n_neg += 1
+        if n_pos == 0:
+            nearest_pos[row] = -1
+            continue
+        nearest_pos[row] = pos_i[0]
+        made = 0
+        for s in range(slots):
+            q = min(int(uniforms[row, s] * n_pos), n_pos - 1)
+            bound = kappa * pos_d[q]
+            # First unused negative past the bound (the list is ascending, so the first is the nearest).
+            lo = 0
+            hi = n_neg
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if neg_d[mid] > bound:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if s == 0:
+                num_valid_neg[row] = n_neg - lo
+            while lo < n_neg and used[lo]:
+                lo += 1
+            if lo >= n_neg:
+                num_unfilled[row] += 1
+                continue
+            used[lo] = True
+            out_p[row, made] = pos_i[q]
+            out_n[row, made] = neg_i[lo]
+            made += 1
+        num_mined[row] = made
+
+
 def _check_neighbour_lists(neighbour_indices: ArrayLike, neighbour_sq_distances: ArrayLike) -> tuple[np.ndarray, ...]:
     """Shapes and dtypes of the lists (cheap); the per-entry checks run chunk by chunk in :func:`_scan_kernel`."""
     idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
@@ -324,8 +403,9 @@ def select_triplets(
         kappa: exclusion factor κ > 0 of Eq. 6 (a negative is valid iff ``D²(a,n) > κ · D²(a, x⁺NN)``).
         rng: source of the (only) randomness: the choice of positives outside the list.
         triplets_per_anchor: slots per anchor (default 1).
-        selection: ``"strict"`` (default, the paper: ``D(a,p) > D(a,n)``) or ``"margin_aware"``
-            (``D(a,p) + margin > D(a,n)``, plain distances, keeps mining alive once classes separate).
+        selection: ``"strict"`` (default, the paper: ``D(a,p) > D(a,n)``), ``"margin_aware"``
+            (``D(a,p) + margin > D(a,n)``, plain distances, keeps mining alive once classes separate) or
+            ``"semihard"`` (random listed positive, nearest negative with ``D²(a,n) > κ · D²(a,p)``; module docstring).
         margin: ``m`` of the margin-aware rule (default 0.2); unused in strict mode.
         n_threads: threads over anchor chunks (default ``numba.get_num_threads()``); the result does not depend on it
             (every anchor's random numbers are drawn before the split).
@@ -360,6 +440,7 @@ def select_triplets(
     num_random_pos = np.zeros(n, np.int64)
     num_unfilled = np.zeros(n, np.int64)
     strict = selection == "strict"
+    semihard = selection == "semihard"
 
     def work(lo: int, hi: int) -> tuple[int, int, int, int]:
         # Checked and converted chunk by chunk (memory: one chunk of float64 copies, not the whole (N, k) lists);
@@ -367,7 +448,12 @@ def select_triplets(
         ci = np.ascontiguousarray(idx[lo:hi], dtype=np.int64)
         cd = np.ascontiguousarray(d2[lo:hi], dtype=np.float64)
         found = _scan_kernel(ci, cd, n)
-        if found[0] == _OK:
+        if found[0] == _OK and semihard:
+            _select_semihard_kernel(
+                lo, ci, cd, cls, kappa, slots, uniforms[lo:hi], out_p[lo:hi], out_n[lo:hi], num_valid_neg[lo:hi],
+                num_mined[lo:hi], nearest_pos[lo:hi], num_unfilled[lo:hi],
+            )  # fmt: skip
+        elif found[0] == _OK:
             _select_kernel(
                 lo, ci, cd, cls, cls_start, cls_size, members, rank_in_class, kappa, slots, strict, margin,
                 uniforms[lo:hi], out_p[lo:hi], out_n[lo:hi], num_valid_neg[lo:hi], num_mined[lo:hi],

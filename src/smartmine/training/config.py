@@ -108,9 +108,15 @@ class MiningConfig:
     ``{ef_search: 128}`` for faiss (checked against the index's constructor before any work starts)."""
     k: int | None = None
     """Neighbours per point (None: max(64, 2 × the largest training class))."""
-    kappa: float = 16.0
-    """κ₀ (initial, or fixed when adaptive is false)."""
+    kappa: float | str = 16.0
+    """κ₀ (initial, or fixed when adaptive is false); ``auto``: the steered controller starts where the planned share
+    of anchors has a valid negative (the t_a quantile), a fixed κ needs a number."""
     adaptive: bool = True
+    controller: str = "steered"
+    """steered (ours: fits only epochs that mined their plan, keeps κ where mining can fill it) | legacy (the paper's
+    controller and a fixed FANNG budget, exactly as before the steered controller)."""
+    list_recall_sample: int = 256
+    """Points whose neighbour lists are checked against exact search every mined epoch (0: off)."""
     target_error: float = 0.5
     window: int = 5
     kappa_min: float = 1.0
@@ -121,7 +127,8 @@ class MiningConfig:
     mined_fraction: float = 0.5
     """Fraction p of each epoch's triplets that are mined (the rest random)."""
     selection: str = "strict"
-    """strict (Algorithm 1, paper) | margin_aware (ours: keep mining triplets that still carry loss)."""
+    """strict (Algorithm 1, paper) | margin_aware (ours: keep mining triplets that still carry loss) | semihard (ours:
+    random listed positive, nearest negative with D²(a,n) > κ·D²(a,p); κ = 1 is semi-hard over the training set)."""
     error_counts: str = "all"
     """Which triplets the controller's training error counts: all | mined."""
     embedding_source: str = "fresh"
@@ -200,7 +207,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mining.strategy": ("smart", "random", "semihard", "hard", "distance_weighted"),
     "mining.index": ("exact", "fanng", "faiss"),
     "eval.kmeans_backend": ("sklearn", "faiss"),
-    "mining.selection": ("strict", "margin_aware"),
+    "mining.selection": ("strict", "margin_aware", "semihard"),
+    "mining.controller": ("steered", "legacy"),
     "mining.error_counts": ("all", "mined"),
     "mining.embedding_source": ("fresh", "cache"),
     "optim.optimizer": ("sgd", "adam", "adamw"),
@@ -211,11 +219,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE: tuple[str, ...] = (
     "data.image_size", "data.eval_batch_size", "model.embedding_dim", "mining.classes_per_batch",
     "mining.triplets_per_batch", "mining.window", "optim.lr", "optim.step_size", "train.epochs", "train.eval_every",
-    "mining.kappa", "mining.kappa_max", "mining.kappa_min",
+    "mining.kappa_max", "mining.kappa_min",
 )
 NON_NEGATIVE: tuple[str, ...] = (
     "data.num_workers", "mining.warmup_epochs", "loss.margin", "loss.global_weight", "optim.weight_decay",
-    "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin",
+    "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin", "mining.list_recall_sample",
 )
 FRACTIONS: tuple[str, ...] = ("mining.mined_fraction", "mining.target_error", "optim.momentum")
 
@@ -321,6 +329,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
     m = cfg.mining
     if m.samples_per_class < 2:
         raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
+    if isinstance(m.kappa, str) and m.kappa != "auto":
+        raise ConfigError(f"mining.kappa: expected a number > 0 or 'auto', got '{m.kappa}'")
+    if not isinstance(m.kappa, str) and m.kappa <= 0:
+        raise ConfigError(f"mining.kappa: must be positive (or 'auto'), got {m.kappa}")
+    if m.kappa == "auto" and not (m.adaptive and m.controller == "steered"):
+        raise ConfigError("mining.kappa: 'auto' needs mining.adaptive=true and mining.controller=steered")
     if m.kappa_min > m.kappa_max:
         raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
     for key, wants_faiss in (
