@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from smartmine.run_folder import write_metrics_csv
 from smartmine.training import builders
 from smartmine.training.config import RunConfig, config_to_dict, dump_config
 from smartmine.training.embedding import embed_dataset
-from smartmine.training.run_log import write_metrics_csv
 from smartmine.training.trainer import epoch_seed, resolve_device, seed_everything
 
 PEERS = ("pml_triplet_semihard", "pml_margin_dw")
@@ -173,6 +173,8 @@ class PeerTrainer:
         t0 = time.perf_counter()
         for x, y, _idx in self._loader():
             x, y = x.to(self.device, non_blocking=True), y.to(self.device)
+            if self.data.train_batch_transform is not None:  # small in-memory images: normalised/augmented per batch
+                x = self.data.train_batch_transform(x)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 emb = self.model(x)
             emb = emb.float()

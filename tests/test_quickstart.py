@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smartmine.training.run_log import read_metrics_csv
+from smartmine.run_folder import read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -72,8 +72,9 @@ def _install_child_faults(spec: str | None, plan_log: Path) -> None:
       and fsynced, just before ``os.replace``;
     * ``after_replace:<file>:<n>`` — SIGKILL right after the n-th ``os.replace`` onto ``<file>``.
     """
+    from smartmine import _atomic as atomic
     from smartmine.smart.miner import SmartMiner
-    from smartmine.training import atomic, checkpoint
+    from smartmine.training import checkpoint
 
     original_plan = SmartMiner.plan_epoch
 

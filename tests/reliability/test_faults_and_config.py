@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from smartmine import cli
+from smartmine.run_folder import read_metrics_csv
 from smartmine.training.checkpoint import load_checkpoint
 from smartmine.training.config import ConfigError, config_from_dict
-from smartmine.training.run_log import read_metrics_csv
 from smartmine.training.trainer import Trainer, TrainingError
 
 BATCHES = 256 // 64  # triplets per epoch / triplets per batch

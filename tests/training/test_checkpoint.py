@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from smartmine.training import atomic
+from smartmine import _atomic as atomic
 from smartmine.training.checkpoint import (
     CheckpointError,
     ConfigMismatchError,

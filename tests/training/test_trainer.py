@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
+from smartmine.run_folder import read_metrics_csv
 from smartmine.training.checkpoint import load_checkpoint
 from smartmine.training.config import config_from_dict
-from smartmine.training.run_log import read_metrics_csv
 from smartmine.training.trainer import Trainer, TrainingError
 
 TINY = {

@@ -19,6 +19,24 @@ from smartmine.evaluation.knn import BACKENDS, FAISS_DEFAULT_CHUNK, iter_knn
 from smartmine.index.exact import DEFAULT_BLOCK_BYTES, resolve_device
 
 DEFAULT_KS = (1, 2, 4, 8)
+RETRIEVAL_KEYS = ("map@r", "r_precision", "precision@1", "nmi")
+"""The keys of :func:`retrieval_metrics` besides ``recall@K``, in the order tables show them."""
+
+
+def is_retrieval_metric(key: str) -> bool:
+    """``recall@K``, ``map@r``, ``r_precision``, ``precision@1`` and ``nmi``: the scores of :func:`retrieval_metrics`
+    (higher is better, in ``[0, 1]``), not its counts."""
+    return key.startswith("recall@") or key in RETRIEVAL_KEYS
+
+
+def metric_sort_key(key: str) -> tuple[int, float, str]:
+    """Order recall@1, recall@2, ... numerically, then the other retrieval metrics as :data:`RETRIEVAL_KEYS`."""
+    if key.startswith("recall@"):
+        try:
+            return (0, float(key.split("@", 1)[1]), key)
+        except ValueError:
+            return (0, float("inf"), key)
+    return (1, float(RETRIEVAL_KEYS.index(key)) if key in RETRIEVAL_KEYS else float("inf"), key)
 
 
 def _check_ks(ks: Sequence[int], gallery_size: int, self_query: bool) -> tuple[int, ...]:

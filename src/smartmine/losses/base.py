@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from smartmine._validation import ArrayLike, check_embeddings, check_labels, check_triplets
+from smartmine.distances import row_distances
 
 Reduction = Literal["mean", "sum", "mean_nonzero"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "mean_nonzero")
@@ -112,6 +113,8 @@ class BaseLoss(torch.nn.Module, ABC):
     """
 
     requires_labels: bool = False
+    error_margin: float = 0.2
+    """Margin ``m`` of the default :meth:`active` rule (losses that are not a hinge per triplet)."""
 
     def forward(
         self,
@@ -131,6 +134,29 @@ class BaseLoss(torch.nn.Module, ABC):
                 return self._zero(xc)
             return self._loss(xc, y, a, p, n)
 
+    @torch.no_grad()
+    def active(
+        self,
+        embeddings: ArrayLike,
+        labels: ArrayLike | Sequence[int] | None,
+        triplets: Sequence[ArrayLike],
+    ) -> torch.Tensor:
+        """Which triplets are active, i.e. still carry loss: ``(T,)`` bool on the embeddings' device.
+
+        The fraction of active triplets is the training error that steers smart mining's κ (ALGORITHMS.md §3). This
+        default, for losses that are not one hinge per triplet (pair and distribution losses), counts a triplet as
+        active while it violates the triplet order by :attr:`error_margin`: ``D(a,n) < D(a,p) + m`` with plain
+        distances ``sqrt(D² + 1e-8)``. Per-triplet losses override it with "their own value is non-zero".
+
+        Args:
+            embeddings: ``(N, D)`` floating-point embeddings, finite.
+            labels: ``(N,)`` labels or ``None`` (unused by the default rule).
+            triplets: ``(a, p, n)`` index tensors of length ``T``; ``T = 0`` gives an empty mask.
+        """
+        x, a, p, n = self._prepare(embeddings, triplets)
+        with autocast_disabled(x.device):
+            return row_distances(x, a, n) < row_distances(x, a, p) + self.error_margin
+
     def _check_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Hook for subclasses with extra conditions on the labels (e.g. a range); returns them unchanged."""
         return labels
@@ -140,7 +166,8 @@ class BaseLoss(torch.nn.Module, ABC):
         return zero_loss(x)
 
     def _prepare(self, embeddings: ArrayLike, triplets: Sequence[ArrayLike]) -> tuple[torch.Tensor, ...]:
-        """Validate ``(embeddings, triplets)`` for the label-free helpers (``per_triplet``): ``(x, a, p, n)``."""
+        """Validate ``(embeddings, triplets)`` for the label-free helpers (``per_triplet``, ``active``):
+        ``(x, a, p, n)``."""
         x = check_embeddings(embeddings)
         a, p, n = (t.to(x.device) for t in check_triplets(triplets, x.shape[0]))
         return x.to(compute_dtype(x)), a, p, n

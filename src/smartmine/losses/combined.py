@@ -25,9 +25,10 @@ class WeightedSumLoss(torch.nn.Module):
     Args:
         terms: ``{name: (loss, weight)}`` in the order they are evaluated; at least one entry, names valid as
             ``nn.ModuleDict`` keys (non-empty, no ``"."``), weights finite and ``>= 0``.
+        main: the term that answers :meth:`active` (default ``None``: the first).
     """
 
-    def __init__(self, terms: Mapping[str, tuple[torch.nn.Module, float]]) -> None:
+    def __init__(self, terms: Mapping[str, tuple[torch.nn.Module, float]], main: str | None = None) -> None:
         super().__init__()
         if not isinstance(terms, Mapping) or not terms:
             raise ValueError(f"terms: expected a non-empty mapping name -> (loss, weight), got {terms!r}")
@@ -42,6 +43,9 @@ class WeightedSumLoss(torch.nn.Module):
             weights[name] = check_float(entry[1], f"terms[{name!r}].weight", minimum=0.0)
         self.losses = torch.nn.ModuleDict(losses)
         self.weights = weights
+        if main is not None and main not in losses:
+            raise ValueError(f"main: {main!r} is not one of the terms {list(losses)}")
+        self.main = main if main is not None else next(iter(losses))
         self._last: dict[str, torch.Tensor] = {}
 
     def forward(
@@ -61,6 +65,21 @@ class WeightedSumLoss(torch.nn.Module):
         self._last = last
         assert total is not None  # the constructor guarantees at least one term
         return total
+
+    def active(
+        self,
+        embeddings: ArrayLike,
+        labels: ArrayLike | Sequence[int] | None,
+        triplets: Sequence[ArrayLike],
+    ) -> torch.Tensor:
+        """``(T,)`` bool: the main term's :meth:`~smartmine.losses.base.BaseLoss.active` (the training error)."""
+        return self.losses[self.main].active(embeddings, labels, triplets)
+
+    @property
+    def last_values(self) -> dict[str, torch.Tensor]:
+        """``{name: value}`` of the unweighted terms of the last call as detached scalar tensors, on their device (no
+        synchronisation); empty before the first call."""
+        return dict(self._last)
 
     @property
     def last_terms(self) -> dict[str, float]:

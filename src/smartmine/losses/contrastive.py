@@ -29,11 +29,16 @@ class ContrastiveLoss(BaseLoss):
             negatives).
         eps: ``> 0``, added under the square root of the negative distances (default 1e-8).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"mean_nonzero"``.
+        error_margin: ``m >= 0`` of :meth:`active`, the training error: a triplet counts while
+            ``D(a,n) < D(a,p) + m`` (default 0.2, the triplet margin).
     """
 
-    def __init__(self, margin: float = 1.0, eps: float = DEFAULT_EPS, reduction: str = "mean") -> None:
+    def __init__(
+        self, margin: float = 1.0, eps: float = DEFAULT_EPS, reduction: str = "mean", error_margin: float = 0.2
+    ) -> None:
         super().__init__()
         self.margin = check_float(margin, "margin", minimum=0.0)
+        self.error_margin = check_float(error_margin, "error_margin", minimum=0.0)
         self.eps = check_float(eps, "eps", minimum=0.0, strict=True)
         self.reduction = check_reduction(reduction)
 

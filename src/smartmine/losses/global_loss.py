@@ -23,10 +23,12 @@ class GlobalLoss(BaseLoss):
     Args:
         lam: ``λ >= 0``, weight of the mean term (default 1).
         t: margin between the means (default 0.01); any finite value.
+        error_margin: ``m >= 0`` of :meth:`active`: a triplet counts while ``D(a,n) < D(a,p) + m`` (default 0.2).
     """
 
-    def __init__(self, lam: float = 1.0, t: float = 0.01) -> None:
+    def __init__(self, lam: float = 1.0, t: float = 0.01, error_margin: float = 0.2) -> None:
         super().__init__()
+        self.error_margin = check_float(error_margin, "error_margin", minimum=0.0)
         self.lam = check_float(lam, "lam", minimum=0.0)
         self.t = check_float(t, "t")
 

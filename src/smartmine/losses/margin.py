@@ -36,6 +36,8 @@ class MarginLoss(BaseLoss):
         learn_beta: make β an ``nn.Parameter`` (default True); otherwise it is a fixed buffer.
         eps: ``> 0``, added under the square root (default 1e-8).
 
+    :meth:`active` (the training error) counts a triplet while ``D(a,n) < D(a,p) + α``, independent of β.
+
     Attributes:
         beta: float32 tensor of shape ``(1,)`` or ``(num_classes,)``; a parameter when ``learn_beta``.
     """
@@ -62,6 +64,8 @@ class MarginLoss(BaseLoss):
             self.beta = torch.nn.Parameter(init)
         else:
             self.register_buffer("beta", init)
+        # The training error (active()) counts triplets out of order by α, whatever β is.
+        self.error_margin = self.alpha
         # Per-class β is indexed with the labels, so they are required then.
         self.requires_labels = self.num_classes is not None
 

@@ -31,6 +31,13 @@ class _PerTripletLoss(BaseLoss):
         with autocast_disabled(x.device):
             return self._per_triplet(x, a, p, n)
 
+    @torch.no_grad()
+    def active(
+        self, embeddings: ArrayLike, labels: ArrayLike | Sequence[int] | None, triplets: Sequence[ArrayLike]
+    ) -> torch.Tensor:
+        """``(T,)`` bool: the triplets whose :meth:`per_triplet` loss is non-zero (``labels`` unused)."""
+        return self.per_triplet(embeddings, triplets) > 0
+
     def _loss(
         self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
     ) -> torch.Tensor:

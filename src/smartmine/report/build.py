@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from smartmine._atomic import atomic_write_bytes
 from smartmine.report import curves, embedding_views, galleries
 from smartmine.report.figures import Plot
 from smartmine.report.html import ImageWriter, Section, Table, render_page
 from smartmine.report.run_data import RunData, load_run, metric_sort_key
 from smartmine.report.thumbnails import ImageSource, open_images
-from smartmine.training.checkpoint import atomic_write_bytes
+from smartmine.run_folder import REPORT as REPORT_NAME
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 COMPARISON_NAME = "comparison.html"
 
 

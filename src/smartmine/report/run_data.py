@@ -2,40 +2,23 @@
 
 A run folder may be read while training is still going on, after an interruption, or after files were deleted: every
 reader here returns ``None`` / empty instead of raising and appends a plain-English sentence to :attr:`RunData.missing`
-saying what could not be shown and why. The layout is the one written by :mod:`smartmine.training.trainer` and
-:mod:`smartmine.training.artifacts`.
+saying what could not be shown and why. The layout and the file formats are :mod:`smartmine.run_folder`'s.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from smartmine.training.run_log import read_metrics_csv
+from smartmine import run_folder
+from smartmine.evaluation.metrics import is_retrieval_metric, metric_sort_key
+from smartmine.run_folder import read_metrics_csv
 
-RETRIEVAL_PREFIXES = ("recall@",)
-RETRIEVAL_KEYS = ("map@r", "r_precision", "precision@1", "nmi")
-_MINED_NAME = re.compile(r"^epoch_(\d+)\.json$")
-
-
-def is_retrieval_metric(key: str) -> bool:
-    """``recall@K``, ``map@r``, ``r_precision``, ``precision@1`` and ``nmi`` (higher is better, in ``[0, 1]``)."""
-    return key.startswith(RETRIEVAL_PREFIXES) or key in RETRIEVAL_KEYS
-
-
-def metric_sort_key(key: str) -> tuple[int, float, str]:
-    """Order recall@1, recall@2, ... numerically, then the other retrieval metrics in a fixed order."""
-    if key.startswith("recall@"):
-        try:
-            return (0, float(key.split("@", 1)[1]), key)
-        except ValueError:
-            return (0, float("inf"), key)
-    return (1, float(RETRIEVAL_KEYS.index(key)) if key in RETRIEVAL_KEYS else float("inf"), key)
+__all__ = ["MinedRecord", "RunData", "is_retrieval_metric", "load_run", "metric_sort_key"]
 
 
 @dataclass
@@ -136,9 +119,8 @@ def _load_npy(path: Path, missing: list[str], what: str) -> np.ndarray | None:
 def _load_config(run_dir: Path, missing: list[str]) -> Any | None:
     """The resolved config; if it no longer validates (typically: the dataset root moved), read it unchecked."""
 
-    from smartmine.training import config as config_module
-
-    path = run_dir / "config.yaml"
+    config_module = run_folder.config_schema()
+    path = run_folder.RunFolder(run_dir).config
     if not path.exists():
         missing.append(
             "config.yaml is missing: the dataset (for thumbnails), the target error and the planned "
@@ -161,13 +143,8 @@ def _load_config(run_dir: Path, missing: list[str]) -> Any | None:
 
 
 def _load_mined(run_dir: Path, missing: list[str]) -> list[MinedRecord]:
-    folder = run_dir / "mined"
-    if not folder.is_dir():
-        return []
     records = []
-    for path in sorted(folder.iterdir()):
-        if not _MINED_NAME.match(path.name):
-            continue
+    for path in run_folder.mined_files(run_dir):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             records.append(
@@ -191,7 +168,8 @@ def load_run(path: str | Path) -> RunData:
     missing: list[str] = []
     data = RunData(path=run_dir, name=run_dir.resolve().name or str(run_dir), missing=missing)
     data.config = _load_config(run_dir, missing)
-    metrics_path = run_dir / "metrics.csv"
+    folder = run_folder.RunFolder(run_dir)
+    metrics_path = folder.metrics
     if metrics_path.exists():
         try:
             data.metrics = [r for r in read_metrics_csv(metrics_path) if isinstance(r.get("epoch"), float)]
@@ -210,19 +188,19 @@ def load_run(path: str | Path) -> RunData:
             )
             + ". Figures show what exists so far."
         )
-    if (run_dir / "baseline.json").exists():
+    if folder.baseline.exists():
         try:
-            raw = json.loads((run_dir / "baseline.json").read_text(encoding="utf-8"))
+            raw = run_folder.read_baseline(run_dir) or {}
             data.baseline = {k: float(v) for k, v in raw.items() if is_retrieval_metric(k)}
         except (OSError, ValueError, TypeError) as exc:
             missing.append(f"baseline.json could not be read ({exc}).")
-    emb = run_dir / "embeddings"
-    data.test_first = _load_npy(emb / "test_first.npy", missing, "First-evaluation embeddings")
-    data.test_last = _load_npy(emb / "test_last.npy", missing, "Latest-evaluation embeddings")
-    data.test_labels = _load_npy(emb / "test_labels.npy", missing, "Test labels")
-    if (emb / "epochs.json").exists():
+    emb = run_folder.embedding_files(run_dir)
+    data.test_first = _load_npy(emb["test_first"], missing, "First-evaluation embeddings")
+    data.test_last = _load_npy(emb["test_last"], missing, "Latest-evaluation embeddings")
+    data.test_labels = _load_npy(emb["test_labels"], missing, "Test labels")
+    if emb["epochs"].exists():
         try:
-            data.embedding_epochs = {k: int(v) for k, v in json.loads((emb / "epochs.json").read_text()).items()}
+            data.embedding_epochs = {k: int(v) for k, v in json.loads(emb["epochs"].read_text()).items()}
         except (OSError, ValueError, TypeError) as exc:
             missing.append(f"embeddings/epochs.json could not be read ({exc}).")
     _check_embeddings(data)

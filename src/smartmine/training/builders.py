@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
-import difflib
-import inspect
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from smartmine.training.batch_source import BatchSource, Loader, RecordMined
 from smartmine.training.config import ConfigError, RunConfig
-
-SMALL_IMAGE_DATASETS = ("glyphs", "digits")
+from smartmine.training.distributed import DistInfo
+from smartmine.training.errors import TrainingError
+from smartmine.training.registry import INDEXES, LOSSES, MINERS
 
 
 @dataclass
@@ -48,6 +50,13 @@ def prepare_split(cfg: RunConfig, dataset, *, train: bool) -> Callable | None:
     return None
 
 
+def in_channels(dataset_name: str) -> int:
+    """Image channels the model sees for a registered dataset: 1 for small grayscale data, 3 for photos."""
+    from smartmine.data.registry import get_dataset_spec
+
+    return 1 if get_dataset_spec(dataset_name).kind == "small" else 3
+
+
 def build_datasets(cfg: RunConfig) -> Datasets:
     """Load the train and test splits with the transforms the config asks for."""
     from smartmine.data import load_dataset
@@ -65,7 +74,7 @@ def build_datasets(cfg: RunConfig) -> Datasets:
         train=train,
         test=test,
         train_eval=train_eval,
-        in_channels=1 if train.kind == "small" else 3,
+        in_channels=in_channels(d.name),
         train_batch_transform=train_tf,
         eval_batch_transform=eval_tf,
     )
@@ -86,126 +95,63 @@ def build_model(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
     )
 
 
-def build_loss(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Return ``(objective, main_loss)``: the weighted sum that is optimised, and its main (triplet-type) term."""
-    from smartmine.losses import (
-        ContrastiveLoss,
-        GlobalLoss,
-        MarginLoss,
-        RatioTripletLoss,
-        TripletLoss,
-        WeightedSumLoss,
-    )
+def build_loss(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
+    """The weighted sum that is optimised: the ``loss.name`` loss (the main term, which answers ``active``) plus the
+    global loss when ``loss.global_weight > 0``."""
+    from smartmine.losses import GlobalLoss, WeightedSumLoss
 
     lc = cfg.loss
-    main: torch.nn.Module
-    if lc.name == "ratio_triplet":
-        main = RatioTripletLoss(margin=lc.margin)
-    elif lc.name == "triplet":
-        main = TripletLoss(margin=lc.margin, squared=lc.squared)
-    elif lc.name == "margin":
-        main = MarginLoss(
-            alpha=lc.margin,
-            beta=lc.beta,
-            nu=lc.nu,
-            num_classes=num_classes if lc.beta_per_class else None,
-            learn_beta=lc.learn_beta,
-        )
-    else:
-        main = ContrastiveLoss(margin=lc.contrastive_margin)
-    terms = {lc.name: (main, 1.0)}
+    terms = {lc.name: (LOSSES.get(lc.name)(lc, num_classes), 1.0)}
     if lc.global_weight > 0:
         terms["global"] = (GlobalLoss(lam=lc.global_lambda, t=lc.global_t), lc.global_weight)
-    return WeightedSumLoss(terms), main
+    return WeightedSumLoss(terms, main=lc.name)
 
 
 def build_in_batch_miner(cfg: RunConfig, seed: int):
-    from smartmine.miners import DistanceWeightedMiner, HardMiner, RandomMiner, SemiHardMiner
-
-    m = cfg.mining
-    if m.strategy == "random":
-        return RandomMiner(seed=seed, max_triplets=m.max_triplets)
-    if m.strategy == "semihard":
-        return SemiHardMiner(seed=seed, max_triplets=m.max_triplets)
-    if m.strategy == "hard":
-        return HardMiner(seed=seed, max_triplets=m.max_triplets)
-    if m.strategy == "distance_weighted":
-        return DistanceWeightedMiner(
-            cutoff=m.cutoff, nonzero_loss_cutoff=m.nonzero_loss_cutoff, seed=seed, max_triplets=m.max_triplets
-        )
-    raise ConfigError(f"mining.strategy: '{m.strategy}' is not an in-batch strategy")
-
-
-def _index_class(kind: str) -> type:
-    if kind == "exact":
-        from smartmine.index.exact import ExactIndex
-
-        return ExactIndex
-    if kind == "fanng":
-        from smartmine.index.fanng import FanngIndex
-
-        return FanngIndex
-    from smartmine.index.faiss_index import FaissIndex
-
-    return FaissIndex
-
-
-def _fixed_index_args(kind: str, seed: int, device: torch.device | str) -> dict:
-    """Constructor arguments the trainer sets itself; ``mining.index_options`` may not override them."""
-    return {"exact": {"device": device}, "fanng": {"seed": seed}, "faiss": {}}[kind]
-
-
-def _make_index(kind: str, options: dict, seed: int, device: torch.device | str):
-    return _index_class(kind)(**_fixed_index_args(kind, seed, device), **options)
-
-
-def check_index_options(kind: str, options: dict) -> None:
-    """Raise :class:`ConfigError` naming the key if ``mining.index_options`` is not a valid set of keyword arguments
-    for the ``kind`` index (unknown name, a name the trainer sets itself, or a value the constructor rejects)."""
-    cls = _index_class(kind)
-    fixed = _fixed_index_args(kind, seed=0, device="cpu")
-    allowed = [p for p in inspect.signature(cls).parameters if p not in fixed]
-    for key in options:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(
-                f"mining.index_options.{key}: not an option of {cls.__name__} (mining.index: {kind}){hint}; "
-                f"options: {', '.join(allowed)}"
-            )
-    try:
-        _make_index(kind, options, seed=0, device="cpu")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"mining.index_options: {exc}") from exc
+    """The ``mining.strategy`` in-batch miner, seeded with ``seed``."""
+    if cfg.mining.strategy not in MINERS:
+        raise ConfigError(f"mining.strategy: '{cfg.mining.strategy}' is not an in-batch strategy")
+    return MINERS.get(cfg.mining.strategy)(cfg.mining, seed)
 
 
 def index_factory(cfg: RunConfig, device: torch.device):
     """A zero-argument callable that returns a fresh neighbour index of the configured kind, built with
     ``mining.index_options`` as keyword arguments (the exact index runs on the training device, FANNG is seeded with
     the run's seed)."""
-    kind, options, seed = cfg.mining.index, dict(cfg.mining.index_options), cfg.seed
-    return lambda: _make_index(kind, options, seed, device)
+    spec, options, seed = INDEXES.get(cfg.mining.index), dict(cfg.mining.index_options), cfg.seed
+    return lambda: spec.make(options, seed, device)
 
 
 def build_smart_miner(cfg: RunConfig, device: torch.device):
-    from smartmine.smart import AdaptiveKappa, SmartMiner
+    from smartmine.smart import AdaptiveKappa, SmartMiner, SteeredKappa
 
     m = cfg.mining
-    controller = AdaptiveKappa(
-        kappa0=m.kappa, target_error=m.target_error, window=m.window, kappa_min=m.kappa_min, kappa_max=m.kappa_max
-    )
+    kappa0 = None if m.kappa == "auto" else float(m.kappa)
+    legacy = m.controller == "legacy"
+    if legacy:
+        controller = AdaptiveKappa(
+            kappa0=kappa0, target_error=m.target_error, window=m.window, kappa_min=m.kappa_min, kappa_max=m.kappa_max
+        )
+    else:
+        controller = SteeredKappa(
+            kappa0=None if kappa0 is None else min(max(kappa0, m.kappa_min), m.kappa_max),
+            target_error=m.target_error, window=m.window, kappa_min=m.kappa_min, kappa_max=m.kappa_max,
+        )  # fmt: skip
     return SmartMiner(
         index_factory=index_factory(cfg, device),
         k=m.k,
         kappa_controller=controller,
         adaptive=m.adaptive,
-        kappa=m.kappa,
+        kappa=16.0 if kappa0 is None else kappa0,
         warmup_epochs=m.warmup_epochs,
         mined_fraction=m.mined_fraction,
         selection=m.selection,
         margin=cfg.loss.margin,
         triplets_per_epoch=m.triplets_per_epoch,
         seed=cfg.seed,
+        list_recall_sample=0 if legacy else m.list_recall_sample,
+        # The legacy system kept FANNG's fixed budget; a budget the user set is never raised.
+        scale_search_budget=not legacy and "search_budget" not in m.index_options,
     )
 
 
@@ -238,3 +184,45 @@ def build_schedulers(cfg: RunConfig, optimizers: dict) -> dict:
             out[name] = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones), gamma=o.gamma)
     return out
 
+
+
+def build_batch_source(
+    cfg: RunConfig,
+    labels: np.ndarray,
+    loader: Loader,
+    device: torch.device,
+    dist: DistInfo,
+    record: RecordMined | None = None,
+) -> BatchSource:
+    """The configured :class:`~smartmine.training.batch_source.BatchSource`: smart-mining triplet batches, or P×K
+    batches (graph-composed with ``mining.graph_batches``) mined in the batch."""
+    from smartmine.training.batch_source import GraphBatchSource, InBatchSource
+
+    m = cfg.mining
+    if m.strategy == "smart":
+        from smartmine.smart import EmbeddingCache
+        from smartmine.training.smart_source import SmartTripletSource
+
+        cache = None
+        if m.embedding_source == "cache":
+            if dist.enabled:
+                raise TrainingError(
+                    "mining.embedding_source=cache is not supported under torch.distributed yet (each rank sees "
+                    "only its own forward passes); use mining.embedding_source=fresh"
+                )
+            cache = EmbeddingCache(len(labels), cfg.model.embedding_dim)
+        return SmartTripletSource(
+            build_smart_miner(cfg, device), labels, loader, triplets_per_batch=m.triplets_per_batch,
+            count_mined_only=m.error_counts == "mined", cache=cache, dist=dist, seed=cfg.seed, record=record,
+        )  # fmt: skip
+    common: dict = dict(
+        classes_per_batch=m.classes_per_batch, samples_per_class=m.samples_per_class, strategy=m.strategy,
+        seed=cfg.seed, num_replicas=dist.world_size, rank=dist.rank, record=record,
+    )  # fmt: skip
+    miners = functools.partial(build_in_batch_miner, cfg)
+    if m.graph_batches:
+        return GraphBatchSource(
+            labels, loader, miners, num_classes=int(labels.max()) + 1, index_factory=index_factory(cfg, device),
+            k=m.k, warmup_epochs=m.warmup_epochs, **common,
+        )  # fmt: skip
+    return InBatchSource(labels, loader, miners, **common)

@@ -1,6 +1,6 @@
 """Checkpoints for exact resume: model, optimisers, schedulers, RNG states and run extras, written atomically.
 
-A checkpoint is a dict saved with :func:`torch.save` (via :func:`~smartmine.training.atomic.atomic_torch_save`):
+A checkpoint is a dict saved with :func:`torch.save` (via :func:`~smartmine._atomic.atomic_torch_save`):
 
 ==================== =========================================================================================
 key                  content
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from smartmine.training.atomic import (  # re-exported: the run folder's writers import them from here
+from smartmine._atomic import (  # re-exported for callers of the checkpoint API
     atomic_append_line,
     atomic_open,
     atomic_torch_save,

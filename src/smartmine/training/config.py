@@ -7,7 +7,6 @@ overrides are parsed as YAML scalars (``--set train.epochs=3``, ``--set mining.k
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
 import types
 import typing
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from smartmine._registry import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -27,7 +28,8 @@ class DataConfig:
     """What to train and evaluate on."""
 
     name: str = "glyphs"
-    """Dataset: glyphs | digits | cub100 | cub200 | cars196 | sop | inshop | folder | csv."""
+    """A registered dataset: glyphs | digits | cub100 | cub200 | cars196 | sop | inshop | folder | csv, or one added
+    with ``smartmine.data.register_dataset``."""
     root: str | None = None
     """Dataset root folder (or CSV file for ``csv``); not needed for glyphs and digits."""
     options: dict = field(default_factory=dict)
@@ -200,12 +202,22 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def registered_choices() -> dict[str, tuple[str, ...]]:
+    """The keys whose valid values are whatever is registered (so a registered dataset, loss, miner or index is
+    accepted without editing this module)."""
+    from smartmine.data.registry import available_datasets
+    from smartmine.training.registry import INDEXES, LOSSES, MINERS
+
+    return {
+        "data.name": tuple(available_datasets()),
+        "loss.name": LOSSES.names(),
+        "mining.strategy": ("smart", *MINERS.names()),
+        "mining.index": INDEXES.names(),
+    }
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": ("glyphs", "digits", "cub100", "cub200", "cars196", "sop", "inshop", "folder", "csv"),
     "data.on_bad_image": ("fail", "skip"),
-    "loss.name": ("ratio_triplet", "triplet", "margin", "contrastive"),
-    "mining.strategy": ("smart", "random", "semihard", "hard", "distance_weighted"),
-    "mining.index": ("exact", "fanng", "faiss"),
     "eval.kmeans_backend": ("sklearn", "faiss"),
     "mining.selection": ("strict", "margin_aware", "semihard"),
     "mining.controller": ("steered", "legacy"),
@@ -234,8 +246,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
+    return did_you_mean(key, valid, cutoff=0.5) or f" (valid keys: {', '.join(sorted(valid))})"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -311,12 +322,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
     ``check_paths=False`` skips the check that ``data.root`` exists (reading the config of a finished run whose
     data has moved, e.g. for a report).
     """
-    for key, choices in CHOICES.items():
+    for key, choices in {**registered_choices(), **CHOICES}.items():
         value = _get(cfg, key)
         if value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{hint}")
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
     for key in POSITIVE:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
@@ -344,9 +353,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         if wants_faiss and importlib.util.find_spec("faiss") is None:
             raise ConfigError(f"{key}: 'faiss' needs the faiss package: pip install 'smartmine[faiss]'")
     if cfg.mining.index_options:
-        from smartmine.training.builders import check_index_options  # lazy: builders imports this module
+        from smartmine.training.registry import INDEXES
 
-        check_index_options(cfg.mining.index, cfg.mining.index_options)
+        try:
+            INDEXES.get(cfg.mining.index).check(cfg.mining.index_options)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if cfg.mining.k is not None and cfg.mining.k < 1:
         raise ConfigError(f"mining.k: must be >= 1 or null, got {cfg.mining.k}")
     if cfg.mining.triplets_per_epoch is not None and cfg.mining.triplets_per_epoch < 1:
@@ -355,10 +367,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"optim.grad_clip: must be positive or null, got {cfg.optim.grad_clip}")
     if not cfg.eval.ks or any((not isinstance(k, int)) or isinstance(k, bool) or k < 1 for k in cfg.eval.ks):
         raise ConfigError(f"eval.ks: expected a non-empty list of positive integers, got {cfg.eval.ks}")
-    if cfg.data.name in ("cub200", "cars196", "sop", "inshop", "folder", "csv") and not cfg.data.root:
+    from smartmine.data.registry import get_dataset_spec
+
+    reads_files = get_dataset_spec(cfg.data.name).needs_root
+    if reads_files and not cfg.data.root:
         raise ConfigError(f"data.root: dataset '{cfg.data.name}' needs a root path")
-    if (check_paths and cfg.data.root and cfg.data.name not in ("glyphs", "digits")
-            and not Path(cfg.data.root).expanduser().exists()):
+    if check_paths and cfg.data.root and reads_files and not Path(cfg.data.root).expanduser().exists():
         raise ConfigError(f"data.root: '{cfg.data.root}' does not exist")
     return cfg
 

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from smartmine.training.run_log import BASE_COLUMNS, read_metrics_csv, write_metrics_csv
+from smartmine.run_folder import BASE_COLUMNS, read_metrics_csv, write_metrics_csv
 
 
 def test_round_trip_and_columns(tmp_path: Path) -> None:
