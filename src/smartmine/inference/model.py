@@ -245,7 +245,7 @@ def load(run: str | os.PathLike, checkpoint: str = "best", *, device: str | None
     # The data may have moved since training: don't require the stored data.root to exist.
     cfg = config_from_dict(ckpt["config"], check_paths=False)
     build_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False))
-    in_channels = 1 if cfg.data.name in builders.SMALL_IMAGE_DATASETS else 3
+    in_channels = eval_transform(cfg)[1][0]
     module = builders.build_model(build_cfg, in_channels)
     module.load_state_dict(ckpt["model"])
     dev = resolve_device(device or cfg.train.device)

@@ -1,0 +1,39 @@
+"""Query/gallery evaluation against a NumPy re-derivation of Recall@K."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import smartmine
+from smartmine.inference import InferenceError, list_images
+from smartmine.inference.query_gallery import evaluate_query_gallery
+
+
+def test_csv_with_query_and_gallery_flags(photo_run, tmp_path) -> None:
+    model = smartmine.load(photo_run[0])
+    listed = list_images(photo_run[1])
+    rows = ["path,label,is_query,is_gallery"]
+    for i, (p, c) in enumerate(zip(listed.paths, listed.labels, strict=True)):
+        rows.append(f"{p},{c},{int(i % 3 == 0)},{int(i % 3 != 0)}")
+    csv = tmp_path / "qg.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    got = evaluate_query_gallery(model, str(csv), str(csv), ks=(1, 2))
+    emb = model.embed(listed.paths).numpy()
+    labels = np.array(listed.labels)
+    q = np.arange(len(labels)) % 3 == 0
+    d = np.linalg.norm(emb[q][:, None] - emb[~q][None], axis=2)
+    order = np.argsort(d, axis=1, kind="stable")
+    hit = labels[~q][order] == labels[q][:, None]
+    assert got["num_queries"] == int(q.sum()) and got["num_gallery"] == int((~q).sum())
+    assert got["recall@1"] == pytest.approx(hit[:, 0].mean())
+    assert got["recall@2"] == pytest.approx(hit[:, :2].any(axis=1).mean())
+
+
+def test_overlap_and_unlabelled_sides_are_refused(photo_run, tmp_path) -> None:
+    model = smartmine.load(photo_run[0])
+    with pytest.raises(InferenceError, match="both queries and gallery"):
+        evaluate_query_gallery(model, str(photo_run[1]), str(photo_run[1]))
+    single = sorted(photo_run[1].rglob("*.png"))[0]
+    with pytest.raises(InferenceError, match="have no classes"):
+        evaluate_query_gallery(model, str(single), str(photo_run[1]))
