@@ -127,7 +127,7 @@ def triplet_gallery(records: list[MinedRecord], images: ImageSource, labels: np.
     by_epoch = [{int(t["anchor"]): t for t in rec.triplets} for rec in records]
     rows = []
     for anchor in anchors:
-        cls = f" · c{int(labels[anchor])}" if labels is not None and 0 <= anchor < len(labels) else ""
+        cls = f" · {images.class_name(labels[anchor])}" if labels is not None and 0 <= anchor < len(labels) else ""
         row = []
         for lookup in by_epoch:
             t = lookup.get(anchor, {})
@@ -216,7 +216,7 @@ def retrieval_gallery(
     k = nbr.shape[1]
     rows = []
     for r, q in enumerate(queries):
-        row = [Cell(images.thumb(q), NEUTRAL, f"query · c{int(labels[q])}")]
+        row = [Cell(images.thumb(q), NEUTRAL, f"query · {images.class_name(labels[q])}")]
         for j in range(k):
             ok = labels[nbr[r, j]] == labels[q]
             row.append(Cell(images.thumb(nbr[r, j]), GOOD if ok else BAD, f"{'✓' if ok else '✗'} {dist[r, j]:.3f}"))

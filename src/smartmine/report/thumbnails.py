@@ -30,6 +30,12 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def class_name(self, label: int) -> str:
+        """The dataset's name of class ``label`` (a folder name, a CSV label, a glyph); ``c<label>`` if unknown."""
+        names = getattr(self.dataset, "class_names", None)
+        i = int(label)
+        return str(names[i]) if names is not None and 0 <= i < len(names) else f"c{i}"
+
     @property
     def grayscale(self) -> bool:
         images = getattr(self.dataset, "images", None)
@@ -66,7 +72,10 @@ def open_images(config: Any | None, split: str) -> tuple[ImageSource | None, str
 
     data = config.data
     try:
-        dataset = load_dataset(data.name, root=data.root, split=split, seed=config.seed, **dict(data.options))
+        # The run's own on_bad_image: with "skip", the images the run left out must be left out here too, or the
+        # rows no longer line up with the saved embeddings.
+        dataset = load_dataset(data.name, root=data.root, split=split, seed=config.seed,
+                               on_bad_image=data.on_bad_image, **dict(data.options))
     except Exception as exc:  # noqa: BLE001 — a missing root, a moved file, an unknown option: all say "no images"
         where = f" at '{data.root}'" if data.root else ""
         return None, f"the {split} images of dataset '{data.name}'{where} could not be loaded ({exc})"
