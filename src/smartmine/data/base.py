@@ -254,15 +254,22 @@ class ImageFileDataset(MetricDataset):
         sample_info = dict(kwargs.pop("sample_info", None) or {})
         keep = np.ones(len(paths), dtype=bool)
         skipped: list[str] = []
+        first_error: BadImageError | None = None
         for i, path in enumerate(paths):
             try:
                 check_image(path, verify, None if sources is None else sources[i])
             except BadImageError as exc:
-                if on_bad_image == "fail":
-                    raise
+                first_error = first_error or exc
                 keep[i] = False
                 skipped.append(path)
                 logger.debug("skipping %s", exc)
+        if first_error is not None and on_bad_image == "fail":
+            # Name every bad file at once (up to a few), not just the first: fixing them one rerun at a time is slow.
+            if len(skipped) > 1:
+                shown = ", ".join(display_path(p) for p in skipped[1:4]) + (", ..." if len(skipped) > 4 else "")
+                raise BadImageError(first_error.path, f"{first_error.reason}; {len(skipped) - 1} more bad "
+                                    f"file(s): {shown}", first_error.source)
+            raise first_error
         if skipped:
             lost = sorted(set(labels.tolist()) - set(labels[keep].tolist()))
             paths = [p for p, k in zip(paths, keep, strict=True) if k]

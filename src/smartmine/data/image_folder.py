@@ -19,6 +19,8 @@ from smartmine.data.images import IMAGE_EXTENSIONS, display_path
 from smartmine.data.splits import check_split, first_half_split
 
 logger = logging.getLogger("smartmine.data")
+_warned_empty: set[str] = set()
+"""Class folders already reported as empty: the train, test and report loads of one run warn once, not thrice."""
 
 
 def _scan_class(folder: Path) -> tuple[list[str], int]:
@@ -64,7 +66,8 @@ def load_image_folder(
         ignored += others
         if images:
             found[d.name] = images
-        else:
+        elif str(d.resolve()) not in _warned_empty:
+            _warned_empty.add(str(d.resolve()))
             logger.warning("folder: class folder %s has no image files; ignored", display_path(d))
     if not found:
         raise DatasetLayoutError(
