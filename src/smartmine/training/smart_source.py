@@ -17,7 +17,8 @@ from smartmine.training.errors import TrainingError, fault_point
 
 PLAN_STATS = (
     "kappa", "anchors_with_negatives", "mined_triplets", "random_triplets", "index_seconds", "search_seconds",
-    "selection_seconds", "shortfall",
+    "selection_seconds", "shortfall", "mined_planned", "kappa_cap", "t_q10", "t_q50", "t_q90", "list_recall",
+    "check_seconds",
 )
 """Statistics of :meth:`SmartMiner.plan_epoch` that go into the metrics row, in this order."""
 
@@ -74,12 +75,14 @@ class SmartTripletSource:
         self.gallery_anchors: list[int] | None = None
         """Training anchors whose mined triplet the report shows (fixed at the first mined epoch)."""
         self._steps: list[tuple[np.ndarray, Triplets, np.ndarray]] = []
+        self._mined = False  # whether the current epoch's plan was mined (not a warm-up epoch)
 
     def start_epoch(self, epoch: int, embed_train: EmbedTrain) -> dict[str, Any]:
         row: dict[str, Any] = {}
         if self.cache is not None:
             self.cache.new_epoch()  # rows written last epoch are now one epoch old: the most the cache allows
         emb = None if self.miner.is_warmup(epoch - 1) else self._training_embeddings(embed_train, row)
+        self._mined = emb is not None
         fault_point(f"mining:{epoch}")
         plan, stats = self.miner.plan_epoch(emb, self.labels, epoch - 1)
         row.update({k: stats[k] for k in PLAN_STATS if k in stats})
@@ -87,7 +90,7 @@ class SmartTripletSource:
         if emb is not None and self.record is not None:
             self._record_sample(epoch, emb, stats)
         row["mining_seconds"] = row.get("embed_seconds", 0.0) + sum(
-            row.get(k, 0.0) or 0.0 for k in ("index_seconds", "search_seconds", "selection_seconds")
+            row.get(k, 0.0) or 0.0 for k in ("index_seconds", "search_seconds", "check_seconds", "selection_seconds")
         )
         shard = plan.shard(self.dist.rank, self.dist.world_size)
         self._steps = []
@@ -123,13 +126,16 @@ class SmartTripletSource:
             self.cache.update(indices.numpy(), embeddings.cpu())
 
     def end_epoch(self, train_error: float | None) -> dict[str, Any]:
-        if train_error is None:
-            return {}
-        return {"next_kappa": self.miner.update_error(train_error)}
+        # Also when nothing was counted (error None): the steered controller must then lower κ, never freeze.
+        out: dict[str, Any] = {"next_kappa": self.miner.update_error(train_error)}
+        if self._mined and self.miner.adaptive:
+            out["target_error"] = self.miner.controller.target_error
+        return out
 
     def progress(self) -> dict[str, str]:
+        # No κ during warm-up epochs: they train on random triplets, κ plays no part.
         kappa = self.miner.kappa
-        return {} if kappa is None else {"κ": f"{kappa:.3g}"}
+        return {"κ": f"{kappa:.3g}"} if self._mined and kappa is not None else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"smart": self.miner.state_dict(), "gallery_anchors": self.gallery_anchors}
