@@ -48,7 +48,8 @@ def resolve_config_path(text: str) -> Path:
 
 def results_table(model: dict, baseline: dict | None, title: str = "smartmine") -> str:
     """A Markdown table of the final test metrics, next to the raw-pixel baseline when given."""
-    keys = [k for k in METRIC_ORDER if k in model] + [k for k in model if k not in METRIC_ORDER and _metric(k)]
+    keys = [k for k in METRIC_ORDER if k in model]
+    keys += [k for k in model if k not in METRIC_ORDER and is_retrieval_metric(k)]
     if baseline:
         lines = [f"| metric (unseen classes) | {title} | raw pixels | difference |", "|---|---|---|---|"]
         for k in keys:
@@ -62,8 +63,11 @@ def results_table(model: dict, baseline: dict | None, title: str = "smartmine") 
     return "\n".join(lines)
 
 
-def _metric(key: str) -> bool:
-    return key.startswith("recall@") or key in ("nmi", "map@r", "r_precision", "precision@1")
+def is_retrieval_metric(key: str) -> bool:
+    """:func:`smartmine.evaluation.is_retrieval_metric`, imported on use (it pulls in torch; ``--help`` need not)."""
+    from smartmine.evaluation.metrics import is_retrieval_metric as is_metric
+
+    return is_metric(key)
 
 
 def _fresh_run_dir(base: Path) -> Path:
@@ -73,6 +77,24 @@ def _fresh_run_dir(base: Path) -> Path:
     while Path(f"{base}-{i}").exists():
         i += 1
     return Path(f"{base}-{i}")
+
+
+def _config_error_text(message: str, config_path: Path, overrides: list[str]) -> str:
+    """Blame the ``--set`` that caused a config error instead of the file, and name a shipped preset by its name
+    rather than by its path inside site-packages."""
+    prefix = f"{config_path}: "
+    if not message.startswith(prefix):
+        return message
+    rest = message[len(prefix):]
+    if rest.startswith("--set"):
+        return rest
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if rest.startswith((f"{key}:", f"unknown key '{key}'")):
+            return f"--set {text}: {rest}"
+    if config_path.parent == preset_path(config_path.stem).parent:
+        return f"preset '{config_path.stem}': {rest}"
+    return message
 
 
 _ACTIVE: dict = {}
@@ -98,12 +120,15 @@ def _remove_refused_start(run_dir: Path, existed_before: bool) -> None:
 
 def _train(config_path: Path, overrides: list[str], *, resume: bool, overwrite: bool, run_dir: str | None,
            resume_command: list[str | None] | None = None) -> dict:
-    from smartmine.training.config import load_config
+    from smartmine.training.config import ConfigError, load_config
     from smartmine.training.trainer import Trainer
 
     if run_dir is not None:
         overrides = [*overrides, f"run_dir={run_dir}"]
-    cfg = load_config(config_path, overrides)
+    try:
+        cfg = load_config(config_path, overrides)
+    except ConfigError as exc:
+        raise ConfigError(_config_error_text(str(exc), config_path, overrides)) from None
     folder = Path(cfg.run_dir)
     existed = folder.is_dir() and any(folder.iterdir())
     _ACTIVE.update(run_dir=folder, command=[str(folder) if a is None else a for a in resume_command or []])
@@ -136,12 +161,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _finish(run_dir: Path, final: dict, seconds: float | None = None, *, report: bool = True) -> None:
-    baseline = None
-    if (run_dir / "baseline.json").exists():
-        baseline = json.loads((run_dir / "baseline.json").read_text())
-    metrics = {k: float(v) for k, v in final.items() if _metric(k)}
+    from smartmine import run_folder
+
+    baseline = run_folder.read_baseline(run_dir)
+    metrics = {k: float(v) for k, v in final.items() if is_retrieval_metric(k)}
     table = results_table(metrics, baseline)
-    (run_dir / "results.md").write_text(table + "\n", encoding="utf-8")
+    run_folder.RunFolder(run_dir).results.write_text(table + "\n", encoding="utf-8")
     when = f" in {seconds:.0f} s" if seconds is not None else ""
     print(f"\nFinished{when}. Test metrics on classes never seen in training:\n\n{table}\n")
     print(f"Run folder: {run_dir} (config.yaml, metrics.csv, checkpoints/, results.md, report.html)")
@@ -182,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         metrics = retrieval_metrics(emb, np.asarray(dataset.labels), ks=tuple(args.ks), seed=model.config.seed,
                                     kmeans_backend=model.config.eval.kmeans_backend)
         where = f"checkpoint {model.checkpoint_path}, {len(dataset)} images of split '{args.split}'"
-    metrics = {k: float(v) for k, v in metrics.items() if _metric(k)}
+    metrics = {k: float(v) for k, v in metrics.items() if is_retrieval_metric(k)}
     print(f"{where}\n")
     print(results_table(metrics, None))
     if args.out:
@@ -319,7 +344,9 @@ def _interrupted_message() -> str:
     if not command:
         return "interrupted"
     line = shlex.join(command)
-    if (run_dir / "checkpoints" / "last.pt").is_file():
+    from smartmine.run_folder import RunFolder
+
+    if RunFolder(run_dir).last_checkpoint.is_file():
         return f"interrupted; resume with: {line}"
     restart = ["--overwrite" if a == "--resume" else a for a in command] if command[1] == "train" else \
         [a for a in command if a != "--resume"]
