@@ -10,7 +10,7 @@ from smartmine.index.exact import ExactIndex
 from smartmine.smart import AdaptiveKappa, EmbeddingCache, SmartMiner, TripletBatch
 from smartmine.smart.graph_batches import neighbour_confusion
 from smartmine.training.batch_source import GraphBatchSource, InBatchSource
-from smartmine.training.seeding import epoch_seed
+from smartmine.training.runtime import epoch_seed
 from smartmine.training.smart_source import SmartTripletSource
 from smartmine.training.trainer import EpochStats
 

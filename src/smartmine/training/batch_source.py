@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from smartmine.training.seeding import epoch_seed
+from smartmine.training.runtime import epoch_seed
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """``(a, p, n)``: 1-D int64 row indices into the embeddings of one batch."""

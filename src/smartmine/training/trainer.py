@@ -29,20 +29,11 @@ from smartmine.training.checkpoint import load_checkpoint, save_checkpoint
 from smartmine.training.config import RunConfig, config_to_dict, dump_config
 from smartmine.training.distributed import DistInfo, all_reduce_sum, barrier, gather_rows, init_distributed
 from smartmine.training.embedding import embed_dataset
+from smartmine.training.epoch_stats import EpochStats, summary
 from smartmine.training.errors import TrainingError, fault_point
-from smartmine.training.seeding import epoch_seed, seed_everything
+from smartmine.training.runtime import epoch_seed, seed_everything, train_device
 
-__all__ = ["Trainer", "TrainingError", "epoch_seed", "fault_point", "resolve_device", "seed_everything"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a device: ``auto`` is CUDA when available, else the CPU; CUDA must exist when named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device: '{name}' was requested but CUDA is not available")
-    return device
+__all__ = ["EpochStats", "Trainer", "TrainingError", "epoch_seed", "fault_point", "seed_everything", "train_device"]
 
 
 class Trainer:
@@ -62,7 +53,7 @@ class Trainer:
         self.log = log
         self.run_dir = Path(cfg.run_dir)
         self.folder = run_folder.RunFolder(self.run_dir)
-        self.device = resolve_device(cfg.train.device)
+        self.device = train_device(cfg.train.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -222,7 +213,7 @@ class Trainer:
             fault_point(f"after_checkpoint:{epoch}")
             if self.dist.is_main:
                 run_folder.write_metrics_csv(self.folder.metrics, self.history)
-                self.log(_summary(row))
+                self.log(summary(row))
             barrier(self.dist)
             last_metrics = row
         return last_metrics
@@ -322,56 +313,3 @@ class Trainer:
         loader = DataLoader(self.data.test, batch_size=512, shuffle=False)
         pixels = torch.cat([images.flatten(1).float() for images, _, _ in loader])
         run_folder.write_baseline(self.run_dir, self._metrics(pixels, np.asarray(self.data.test.labels)))
-
-
-class EpochStats:
-    """Sums over an epoch's steps, kept on the device (float64 sums of float32 values, exact counts) so that a step
-    never waits for the device; read back once per epoch, or per step only for a visible progress bar."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.err_num = torch.zeros((), dtype=torch.int64, device=device)
-        self.err_den = 0
-        self.terms: dict[str, torch.Tensor] = {}
-        self.batches = self.images = self.skipped = 0
-
-    def add(self, loss: torch.Tensor, active: torch.Tensor, counted: torch.Tensor | None,
-            terms: dict[str, torch.Tensor], images: int) -> None:
-        """One trained step: its loss, ``(T,)`` active mask, ``(T,)`` counted mask (``None``: all), term values."""
-        if counted is not None:
-            active = active & counted.to(active.device)
-            self.err_den += int(counted.sum())
-        else:
-            self.err_den += int(active.numel())
-        self.err_num += active.sum()
-        self.loss_sum += loss.to(torch.float64)
-        for name, value in terms.items():
-            self.terms[name] = self.terms.get(name, 0.0) + value.to(torch.float64)
-        self.batches += 1
-        self.images += images
-
-    def totals(self) -> list[float]:
-        """``[loss_sum, batches, err_num, err_den, images, skipped]`` as floats (the all-reduce's input)."""
-        return [float(self.loss_sum), self.batches, float(self.err_num), self.err_den, self.images, self.skipped]
-
-    def postfix(self, elapsed: float) -> dict[str, str]:
-        out = {"loss": f"{float(self.loss_sum) / max(self.batches, 1):.4f}",
-               "img/s": f"{self.images / max(elapsed, 1e-9):.0f}"}
-        if self.err_den:
-            out["err"] = f"{float(self.err_num) / self.err_den:.3f}"
-        return out
-
-
-def _summary(row: dict) -> str:
-    """The one-line log of a finished epoch."""
-    parts = [f"epoch {int(row['epoch'])}", f"loss {row['loss']:.4f}"]
-    if row.get("train_error") is not None:
-        parts.append(f"err {row['train_error']:.3f}")
-    if row.get("kappa") is not None:
-        parts.append(f"κ {row['kappa']:.3g}")
-    for key in ("recall@1", "map@r", "nmi"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.4f}")
-    parts.append(f"{row['epoch_seconds']:.1f}s")
-    return " | ".join(parts)
