@@ -88,5 +88,11 @@ class Registry(Generic[F]):
         return (f"{where or self.kind}: '{name}' is not one of {', '.join(self.names())}"
                 f"{did_you_mean(name, self.names())}")
 
+    def copy(self) -> Registry[F]:
+        """An independent registry with the same entries (e.g. to register something temporarily in a test)."""
+        out: Registry[F] = Registry(self.kind)
+        out._factories = dict(self._factories)
+        return out
+
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._factories)})"

@@ -65,7 +65,7 @@ def test_unknown_option_is_named():
 
 
 def test_register_backbone_adds_a_name_and_refuses_duplicates(monkeypatch):
-    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
+    monkeypatch.setattr(backbones, "BACKBONES", backbones.BACKBONES.copy())
 
     @register_backbone("tiny_linear")
     def _tiny(pretrained: bool = False, *, width: int = 5):

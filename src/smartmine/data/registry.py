@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from smartmine._registry import Registry, did_you_mean
 from smartmine.data.base import ON_BAD_IMAGE, MetricDataset, Transform
 from smartmine.data.csv_list import load_csv
 from smartmine.data.digits import load_digits_dataset
@@ -40,35 +40,30 @@ class DatasetSpec:
         return [p for p in params if p not in skip]
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+"""Every dataset :func:`load_dataset` knows, by name; ``data.name`` in a run config accepts exactly these."""
 _FILE_OPTIONS = ("verify",)  # ImageFileDataset options accepted by every file-backed loader
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> None:
-    """Add ``spec`` to the registry (``ValueError`` if the name is taken, unless ``overwrite``)."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise ValueError(f"name: dataset {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
+    """Add ``spec`` to the registry (``ValueError`` if the name is taken, unless ``overwrite``); from then on
+    :func:`load_dataset` and run configs (``data.name``) accept it."""
+    DATASETS.register(spec.name, spec, overwrite=overwrite)
 
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(DATASETS.names())
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; an unknown name raises ``ValueError`` suggesting the nearest one."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"name: unknown dataset {name!r} (available: {', '.join(available_datasets())}){hint}")
-    return _REGISTRY[name]
+    return DATASETS.get(name, "name")
 
 
 def _unknown_option(spec: DatasetSpec, key: str, allowed: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
     shown = ", ".join(allowed) if allowed else "none"
+    hint = did_you_mean(key, allowed)
     return ValueError(f"{key}: not an option of dataset {spec.name!r} (its options: {shown}){hint}")
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from smartmine._registry import Registry, did_you_mean
 from smartmine.models.efficientnet_lite import LITE0_FEATURE_DIM, LITE0_MEAN, LITE0_STD, efficientnet_lite0
 from smartmine.models.small_cnn import SmallCNN
 
@@ -58,7 +59,8 @@ class InputSpec:
 
 
 BackboneBuilder = Callable[..., tuple[nn.Module, int, InputSpec]]
-_REGISTRY: dict[str, BackboneBuilder] = {}
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
+"""The registered backbone builders by name (``timm:<model_name>`` is resolved separately)."""
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
@@ -69,18 +71,12 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"name: expected a non-empty backbone name without ':', got {name!r}")
 
-    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"name: backbone '{name}' is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+    return BACKBONES.register(name)
 
 
 def available_backbones() -> list[str]:
     """Registered names, sorted, plus the ``timm:<model_name>`` pattern."""
-    return sorted(_REGISTRY) + [f"{TIMM_PREFIX}<model_name>"]
+    return sorted(BACKBONES.names()) + [f"{TIMM_PREFIX}<model_name>"]
 
 
 def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple[nn.Module, int]:
@@ -94,11 +90,10 @@ def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple
         raise ValueError(f"name: expected a backbone name string, got {type(name).__name__}")
     if name.startswith(TIMM_PREFIX):
         builder: BackboneBuilder = _timm_backbone
-    elif name in _REGISTRY:
-        builder = _REGISTRY[name]
+    elif name in BACKBONES:
+        builder = BACKBONES.get(name)
     else:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, BACKBONES.names())
         raise ValueError(f"name: unknown backbone '{name}'{hint}; available: {', '.join(available_backbones())}")
     params = inspect.signature(builder).parameters
     accepted = [p for p in params if p != "pretrained" and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
@@ -106,8 +101,7 @@ def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple
         accepted.remove("model_name")
     for key in options:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, accepted)
             raise ValueError(
                 f"options: backbone '{name}' has no option '{key}'{hint}; accepted: {', '.join(accepted) or 'none'}"
             )

@@ -14,7 +14,7 @@ import numpy as np
 from smartmine._atomic import atomic_write_bytes
 from smartmine.report import curves, embedding_views, galleries
 from smartmine.report.figures import Plot
-from smartmine.report.html import ImageWriter, Section, Table, render_page
+from smartmine.report.html import ImageWriter, Section, Table, escape, render_page
 from smartmine.report.run_data import RunData, load_run, metric_sort_key
 from smartmine.report.thumbnails import ImageSource, open_images
 from smartmine.run_folder import REPORT as REPORT_NAME
@@ -142,7 +142,7 @@ def _final_table(run: RunData) -> Table | None:
 
 
 def _summary_section(run: RunData) -> Section:
-    sec = Section("summary", "Summary", intro=_esc_html(_describe(run)))
+    sec = Section("summary", "Summary", intro=escape(_describe(run)))
     table = _final_table(run)
     if table is not None:
         sec.tables.append(table)
@@ -160,12 +160,6 @@ def _summary_section(run: RunData) -> Section:
         rows.append(["finished", "yes" if run.finished else "no"])
         sec.tables.append(Table(["run", str(run.name)], rows))
     return sec
-
-
-def _esc_html(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 def _curve_section(runs: list[RunData]) -> Section:

@@ -60,27 +60,28 @@ class Section:
     subsections: list[Section] = field(default_factory=list)
 
 
-def _esc(text: object) -> str:
+def escape(text: object) -> str:
+    """``str(text)`` HTML-escaped, quotes included (safe in element text and attribute values)."""
     return html.escape(str(text), quote=True)
 
 
 def _notes_html(notes: list[str]) -> str:
     if not notes:
         return ""
-    items = "".join(f"<li>{_esc(n)}</li>" for n in notes)
+    items = "".join(f"<li>{escape(n)}</li>" for n in notes)
     return f'<div class="missing"><strong>Not shown / missing:</strong><ul>{items}</ul></div>'
 
 
 def _table_html(table: Table) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in table.header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
     body = []
     for r, row in enumerate(table.rows):
         cells = "".join(
-            f'<td class="best">{_esc(c)}</td>' if (r, j) in table.best else f"<td>{_esc(c)}</td>"
+            f'<td class="best">{escape(c)}</td>' if (r, j) in table.best else f"<td>{escape(c)}</td>"
             for j, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    caption = f"<caption>{_esc(table.caption)}</caption>" if table.caption else ""
+    caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -109,7 +110,7 @@ class ImageWriter:
 
 
 def _section_html(section: Section, images: ImageWriter, level: int = 2) -> str:
-    parts = [f'<section id="{_esc(section.anchor)}"><h{level}>{_esc(section.title)}</h{level}>']
+    parts = [f'<section id="{escape(section.anchor)}"><h{level}>{escape(section.title)}</h{level}>']
     if section.intro:
         parts.append(f'<p class="meta">{section.intro}</p>')  # intro is trusted HTML built by the report itself
     parts.append(_notes_html(section.notes))
@@ -117,8 +118,8 @@ def _section_html(section: Section, images: ImageWriter, level: int = 2) -> str:
         parts.append(_table_html(table))
     for plot in section.plots:
         parts.append(
-            f'<figure id="fig-{_esc(plot.key)}"><img src="{images.src(plot)}" alt="{_esc(plot.title)}" '
-            f'data-figure="{_esc(plot.key)}"><figcaption>{_esc(plot.caption)}</figcaption></figure>'
+            f'<figure id="fig-{escape(plot.key)}"><img src="{images.src(plot)}" alt="{escape(plot.title)}" '
+            f'data-figure="{escape(plot.key)}"><figcaption>{escape(plot.caption)}</figcaption></figure>'
         )
         parts.append(_notes_html(plot.notes))
     for sub in section.subsections:
@@ -129,11 +130,11 @@ def _section_html(section: Section, images: ImageWriter, level: int = 2) -> str:
 
 def render_page(title: str, subtitle: str, sections: list[Section], missing: list[str], images: ImageWriter) -> str:
     """The whole page as a string; ``missing`` is the run-level list shown at the top."""
-    nav = "".join(f'<a href="#{_esc(s.anchor)}">{_esc(s.title)}</a>' for s in sections)
+    nav = "".join(f'<a href="#{escape(s.anchor)}">{escape(s.title)}</a>' for s in sections)
     body = "".join(_section_html(s, images) for s in sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_esc(title)}</title>'
-        f"<style>{CSS}</style></head><body><header><h1>{_esc(title)}</h1><p>{_esc(subtitle)}</p></header>"
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{_notes_html(missing)}{body}</main></body></html>\n"
     )
