@@ -37,12 +37,10 @@ def resolve_config_path(text: str) -> Path:
     candidate = preset_path(text)
     if candidate.exists():
         return candidate
-    import difflib
-
+    from smartmine._registry import did_you_mean
     from smartmine.training.config import ConfigError
 
-    close = difflib.get_close_matches(text, list_presets(), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(text, list_presets())
     raise ConfigError(f"'{text}' is neither a config file nor a preset (presets: {', '.join(list_presets())}){hint}")
 
 
