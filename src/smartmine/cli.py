@@ -227,10 +227,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_options(p: argparse.ArgumentParser) -> None:
-    from smartmine.inference.commands import _common
+def _split_options(p: argparse.ArgumentParser) -> None:
+    """Which dataset split ``eval`` and ``embed`` read, and how they open the model."""
+    from smartmine.inference.commands import add_model_options
 
-    _common(p)
+    p.add_argument("--data", default=None, help="dataset name (default: the run's dataset)")
+    p.add_argument("--root", default=None, help="dataset root (default: the run's root)")
+    p.add_argument("--split", default="test", help="split (default: test)")
+    add_model_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,14 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "images (split names such as In-Shop's query/gallery, labelled folders, or CSVs; one CSV "
                        "with is_query/is_gallery columns may be given as both).")
     e.add_argument("target", help="run folder (uses checkpoints/best.pt, else last.pt) or checkpoint file")
-    e.add_argument("--data", default=None, help="dataset name (default: the run's dataset)")
-    e.add_argument("--root", default=None, help="dataset root (default: the run's root)")
-    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--query", default=None, help="query split name, labelled folder or CSV (with --gallery)")
     e.add_argument("--gallery", default=None, help="gallery split name, labelled folder or CSV (with --query)")
     e.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of Recall@K")
     e.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
-    _inference_options(e)
+    _split_options(e)
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("embed", help="write embeddings of a dataset split or of any images to .npy or .npz",
@@ -292,11 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "arrays (embeddings, labels, paths, class_names).")
     m.add_argument("run", help="run folder or checkpoint file")
     m.add_argument("--images", default=None, help="embed these images instead of a dataset split")
-    m.add_argument("--data", default=None, help="dataset name (default: the run's dataset)")
-    m.add_argument("--root", default=None, help="dataset root")
-    m.add_argument("--split", default="test", help="split (default: test)")
     m.add_argument("--out", required=True, help="output .npy or .npz file")
-    _inference_options(m)
+    _split_options(m)
     m.set_defaults(func=cmd_embed)
 
     add_inference_commands(sub)

@@ -157,7 +157,8 @@ def eval_query_gallery(args: argparse.Namespace) -> dict:
     return evaluate_query_gallery(model, args.query, args.gallery, ks=tuple(args.ks), batch_size=args.batch_size)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--device``, ``--batch-size``: how every inference command opens and runs the model."""
     p.add_argument("--checkpoint", default="best", help="best (default; last.pt if there is no best.pt), last, or a "
                    "checkpoint file")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's train.device)")
@@ -177,7 +178,7 @@ def add_commands(sub) -> None:
                    help="neighbour index used for search (default exact)")
     i.add_argument("--add", action="store_true", help="add the images to the existing index folder --out")
     i.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
-    _common(i)
+    add_model_options(i)
     i.set_defaults(func=cmd_index)
 
     s = sub.add_parser("search", help="nearest gallery images of query images",
@@ -190,7 +191,7 @@ def add_commands(sub) -> None:
     s.add_argument("--threshold", type=float, default=None,
                    help="match distance (default: the run's calibration.json, if any)")
     s.add_argument("--run", default=None, help="run folder, if it moved since the index was built")
-    _common(s)
+    add_model_options(s)
     s.set_defaults(func=cmd_search)
 
     c = sub.add_parser("calibrate", help="pick the match distance threshold for a target precision",
@@ -201,7 +202,7 @@ def add_commands(sub) -> None:
     c.add_argument("--precision", type=float, default=0.9, help="target precision in (0, 1] (default 0.9)")
     c.add_argument("--split", default="test", help="split to calibrate on (default test)")
     c.add_argument("--max-images", type=int, default=10_000, help="seeded random subset beyond this (default 10000)")
-    _common(c)
+    add_model_options(c)
     c.set_defaults(func=cmd_calibrate)
 
     x = sub.add_parser("export", help="export the embedder to ONNX or TorchScript",
@@ -212,5 +213,5 @@ def add_commands(sub) -> None:
     x.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx or torchscript")
     x.add_argument("--out", required=True, help="output file")
     x.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference to embed (default 1e-4)")
-    _common(x)
+    add_model_options(x)
     x.set_defaults(func=cmd_export)
