@@ -188,3 +188,65 @@ def test_embedding_cache():
         cache.update([1], torch.zeros(1, 4))
     with pytest.raises(ValueError, match="NaN"):
         cache.update([1], torch.full((1, 3), float("nan")))
+
+
+# ------------------------------------------------------------------------------------------- steered controller
+def test_steered_auto_kappa_fills_the_plan_and_reports_thresholds():
+    from smartmine.smart.controller import SteeredKappa
+    from smartmine.smart.thresholds import kappa_for_share, kappa_thresholds
+
+    x, y = clustered(spread=0.9)
+    miner = SmartMiner(index_factory=BruteForceIndex, kappa_controller=SteeredKappa(kappa0=None, kappa_min=0.1),
+                       warmup_epochs=0, mined_fraction=0.5, selection="semihard")  # fmt: skip
+    assert miner.kappa is None  # auto: unresolved until the first lists are seen
+    plan, stats = miner.plan_epoch(x, y, 0)
+    # Re-derive the cap from the same lists: the largest κ leaving 1.1 × the planned share of anchors mineable.
+    ref = BruteForceIndex()
+    ref.build(x)
+    d2, nbr = ref.neighbours(stats["k"])
+    th = kappa_thresholds(nbr, d2, y, "semihard")
+    cap = kappa_for_share(th, 1.1 * 80 / 160)
+    assert stats["kappa"] == pytest.approx(cap) and stats["kappa_cap"] == pytest.approx(cap)
+    assert stats["mined_planned"] == 80
+    assert stats["mined_triplets"] >= 0.8 * 80  # the plan (almost) fills at the auto κ
+    assert stats["t_q10"] <= stats["t_q50"] <= stats["t_q90"]
+    assert stats["list_recall"] == pytest.approx(1.0)  # brute-force lists are exact
+
+
+def test_steered_epoch_that_mines_nothing_still_moves_the_controller():
+    # k = 1 and every nearest neighbour of another class: no list holds a positive, nothing can be mined.
+    from smartmine.smart.controller import SteeredKappa, training_error
+
+    x = np.array([[0.0, 0.0], [0.0, 0.1], [5.0, 0.0], [5.0, 0.1], [0.05, 3.0], [5.05, 3.0]], np.float32)
+    y = np.array([0, 1, 0, 1, 0, 1])
+    miner = SmartMiner(index_factory=BruteForceIndex, k=1, kappa_controller=SteeredKappa(kappa0=4, kappa_min=0.5),
+                       warmup_epochs=0, mined_fraction=0.5, selection="semihard", list_recall_sample=0)  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    assert stats["mined_triplets"] == 0 and stats["mined_planned"] == 3 and stats["kappa"] == 0.5  # cap 0: floor
+    # error_counts: mined counts nothing; the trainer then reports None, as training_error does.
+    assert training_error(torch.ones(len(plan)), plan.is_mined, count="mined") is None
+    miner.controller._kappa = 4.0  # pretend the controller stood higher: a zero-mined epoch must lower it
+    assert miner.update_error(None) == 2.0
+    rec = miner.controller.history[-1]
+    assert rec.rule == "shortfall" and not rec.in_fit and rec.fill == 0.0
+
+
+def test_steered_state_round_trip_resumes_identically():
+    from smartmine.smart.controller import SteeredKappa
+
+    x, y = clustered(spread=0.9)
+
+    def make():
+        return SmartMiner(index_factory=BruteForceIndex, kappa_controller=SteeredKappa(kappa0=None),
+                          warmup_epochs=0, selection="semihard", seed=5)  # fmt: skip
+
+    a = make()
+    a.plan_epoch(x, y, 0)
+    a.update_error(0.7)
+    b = make()
+    b.load_state_dict(a.state_dict())
+    pa, sa = a.plan_epoch(x, y, 1)
+    pb, sb = b.plan_epoch(x, y, 1)
+    assert sa["kappa"] == sb["kappa"]
+    np.testing.assert_array_equal(np.stack([pa.a, pa.p, pa.n]), np.stack([pb.a, pb.p, pb.n]))
+    assert a.update_error(0.4) == b.update_error(0.4)
