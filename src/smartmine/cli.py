@@ -101,10 +101,12 @@ _ACTIVE: dict = {}
 
 def _leaves_only_setup_files(d: Path) -> bool:
     """``d`` holds nothing but what a start writes before training (``config.yaml``, an empty ``checkpoints/``)."""
+    from smartmine import run_folder
+
     for p in d.iterdir():
-        if p.name == "checkpoints" and p.is_dir() and not any(p.iterdir()):
+        if p.name == run_folder.CHECKPOINTS and p.is_dir() and not any(p.iterdir()):
             continue
-        if p.name != "config.yaml":
+        if p.name != run_folder.CONFIG:
             return False
     return True
 
