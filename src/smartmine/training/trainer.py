@@ -252,7 +252,8 @@ class Trainer:
         labels = batch.labels.to(self.device)
         use_amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            emb = self.train_model(images).float()
+            emb = self.train_model(images)
+        emb = emb.float()
         if not bool(torch.isfinite(emb).all()):
             return self._nonfinite(epoch, b, "embeddings (model output)", stats)
         self.source.observe(batch.indices, emb.detach())
