@@ -209,6 +209,7 @@ def _embedding_section(
         images, reason = _test_images(run, cache)
         if images is None:
             sec.notes.append(f"Thumbnails on the map were asked for but are left out: {reason}.")
+    named = images if images is not None else _test_images(run, cache)[0]  # class names for the map's legend
     plot = _guard(
         sec.notes,
         "Embedding map",
@@ -220,6 +221,7 @@ def _embedding_section(
             seed=seed,
             max_points=max_map_points,
             images=images,
+            class_names=None if named is None else named.dataset.class_names,
         ),
     )
     if plot is not None:

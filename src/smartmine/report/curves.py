@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from smartmine.report.figures import RUN_COLOURS, Plot, grid_shape, new_figure, to_png
 from smartmine.report.run_data import RunData, is_retrieval_metric, metric_sort_key
 
 MINING_PARTS = ("embed_seconds", "index_seconds", "search_seconds", "selection_seconds")
 LINESTYLES = ("-", "--", ":", "-.")
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 @dataclass
@@ -138,9 +139,17 @@ def _style_axes(ax: Axes, title: str, ylabel: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, also for a 1-epoch run
     ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
+
+
+def _run_style(r: int, markers: bool = True) -> dict:
+    """Line style of run ``r`` in a comparison. Runs whose curves coincide stay visible: earlier runs are drawn wider
+    and underneath, each with its own marker, so a later run's line shows on top of an earlier one."""
+    return {"color": RUN_COLOURS[r % len(RUN_COLOURS)], "linewidth": max(1.0, 3.2 - 0.8 * r),
+            "marker": RUN_MARKERS[r % len(RUN_MARKERS)] if markers else None, "ms": max(3.0, 6.0 - 1.0 * r),
+            "alpha": 0.85, "zorder": 2 + r}
 
 
 def _plot_lines(ax: Axes, runs: list[RunData], panel: Panel) -> list[str]:
@@ -154,15 +163,8 @@ def _plot_lines(ax: Axes, runs: list[RunData], panel: Panel) -> list[str]:
         for s, line in enumerate(lines):
             marker = "o" if len(line.epochs) <= 30 else None
             if compare:
-                ax.plot(
-                    line.epochs,
-                    line.values,
-                    color=RUN_COLOURS[r % len(RUN_COLOURS)],
-                    linestyle=LINESTYLES[s % len(LINESTYLES)],
-                    marker=marker,
-                    ms=3,
-                    label=run.name,
-                )
+                ax.plot(line.epochs, line.values, linestyle=LINESTYLES[s % len(LINESTYLES)], label=run.name,
+                        **_run_style(r, marker is not None))
             else:
                 ax.plot(line.epochs, line.values, marker=marker, ms=3, label=line.label)
     return lacking
@@ -195,6 +197,10 @@ def _decorate(ax: Axes, runs: list[RunData], panel: Panel) -> None:
         ax.set_ylim(0, 1)
     if panel.log_y and any(len(s.values) and (s.values > 0).all() for run in runs for s in panel.lines(run, compare)):
         ax.set_yscale("log")
+        # κ usually moves within one or two decades: label 1-2-5 steps, not just the powers of ten.
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def training_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
@@ -258,7 +264,8 @@ def retrieval_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
             e, v = run.column(key)
             colour = RUN_COLOURS[r % len(RUN_COLOURS)]
             if len(e):
-                ax.plot(e, v, marker="o", ms=3, color=colour, label=run.name if compare else "model")
+                style = _run_style(r) if compare else {"marker": "o", "ms": 3, "color": colour}
+                ax.plot(e, v, label=run.name if compare else "model", **style)
             if run.baseline and key in run.baseline:
                 ax.axhline(
                     run.baseline[key],

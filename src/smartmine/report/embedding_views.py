@@ -68,6 +68,10 @@ def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.n
         return np.asarray(tsne.fit_transform(x.astype(np.float32))), "Barnes-Hut t-SNE"
 
 
+LEGEND_CLASSES = 20
+"""Classes named in the map's legend at most (beyond this the colours repeat and a legend would not help)."""
+
+
 def embedding_map(
     emb: np.ndarray,
     labels: np.ndarray,
@@ -77,8 +81,10 @@ def embedding_map(
     seed: int = 0,
     max_points: int = MAX_MAP_POINTS,
     images: ImageSource | None = None,
+    class_names: list[str] | None = None,
 ) -> Plot:
-    """Scatter of the 2-D projection of ``emb`` ``(N, D)`` coloured by ``labels`` ``(N,)``; thumbnails if ``images``."""
+    """Scatter of the 2-D projection of ``emb`` ``(N, D)`` coloured by ``labels`` ``(N,)``; thumbnails if ``images``;
+    a legend naming the classes (``class_names[label]``, else ``class <label>``) for up to 20 classes."""
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     rows = subsample(emb.shape[0], max_points, seed)
@@ -104,7 +110,17 @@ def embedding_map(
                 ax.add_artist(AnnotationBbox(box, xy[j], frameon=False, pad=0.0))
     ax.set_xticks([])
     ax.set_yticks([])
-    n_cls = len(np.unique(labels[rows]))
+    classes = np.unique(labels[rows])
+    if len(classes) <= LEGEND_CLASSES:
+        from matplotlib.lines import Line2D
+
+        # class_colours gives the i-th sorted class the i-th colour, as in the scatter above
+        colours = class_colours(classes)
+        names = [str(class_names[c]) if class_names is not None and c < len(class_names) else f"class {int(c)}"
+                 for c in classes]
+        handles = [Line2D([], [], marker="o", linestyle="", color=colours[i], label=n) for i, n in enumerate(names)]
+        ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    n_cls = len(classes)
     at = f" at epoch {epoch}" if epoch is not None else ""
     ax.set_title(f"Test embeddings{at}: {used}, {len(rows)} points, {n_cls} classes", fontsize=10)
     fig.tight_layout()

@@ -111,6 +111,11 @@ def _fmt(d: float | None) -> str:
     return "—" if d is None else f"{d:.3f}"
 
 
+def _short(name: str, width: int = 16) -> str:
+    """A class name that fits under a thumbnail."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def triplet_gallery(records: list[MinedRecord], images: ImageSource, labels: np.ndarray | None = None) -> Plot:
     """Rows: the fixed anchors; per chosen epoch three columns: anchor, positive (green), negative (red).
 
@@ -127,11 +132,12 @@ def triplet_gallery(records: list[MinedRecord], images: ImageSource, labels: np.
     by_epoch = [{int(t["anchor"]): t for t in rec.triplets} for rec in records]
     rows = []
     for anchor in anchors:
-        cls = f" · {images.class_name(labels[anchor])}" if labels is not None and 0 <= anchor < len(labels) else ""
+        known = labels is not None and 0 <= anchor < len(labels)
+        cls = _short(images.class_name(labels[anchor])) if known else "anchor"
         row = []
         for lookup in by_epoch:
             t = lookup.get(anchor, {})
-            row.append(Cell(images.thumb(anchor), NEUTRAL, "anchor" + cls))
+            row.append(Cell(images.thumb(anchor), NEUTRAL, cls))
             for key, dkey, colour, sign in (("positive", "d_ap", GOOD, "+"), ("negative", "d_an", BAD, "−")):
                 idx = t.get(key)
                 if idx is None:
@@ -216,7 +222,7 @@ def retrieval_gallery(
     k = nbr.shape[1]
     rows = []
     for r, q in enumerate(queries):
-        row = [Cell(images.thumb(q), NEUTRAL, f"query · {images.class_name(labels[q])}")]
+        row = [Cell(images.thumb(q), NEUTRAL, _short(images.class_name(labels[q])))]
         for j in range(k):
             ok = labels[nbr[r, j]] == labels[q]
             row.append(Cell(images.thumb(nbr[r, j]), GOOD if ok else BAD, f"{'✓' if ok else '✗'} {dist[r, j]:.3f}"))
