@@ -45,12 +45,21 @@ class EpochStats:
 
 
 def summary(row: dict) -> str:
-    """The one-line log of a finished epoch."""
+    """The one-line log of a finished epoch; a mined epoch also shows the error against its target, κ with the
+    thresholds ``t_a`` (10/50/90 % quantiles), mined against planned triplets and the recall of the neighbour lists,
+    e.g. ``err 0.52/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2040/2040 | lists 0.99``."""
     parts = [f"epoch {int(row['epoch'])}", f"loss {row['loss']:.4f}"]
     if row.get("train_error") is not None:
-        parts.append(f"err {row['train_error']:.3f}")
+        target = row.get("target_error")
+        parts.append(f"err {row['train_error']:.3f}" + (f"/{target:.2f}" if target is not None else ""))
     if row.get("kappa") is not None:
-        parts.append(f"κ {row['kappa']:.3g}")
+        quantiles = [row.get(k) for k in ("t_q10", "t_q50", "t_q90")]
+        t_a = f" (t_a {'/'.join(f'{q:.3g}' for q in quantiles)})" if None not in quantiles else ""
+        parts.append(f"κ {row['kappa']:.3g}{t_a}")
+    if row.get("mined_planned"):
+        parts.append(f"mined {int(row.get('mined_triplets') or 0)}/{int(row['mined_planned'])}")
+    if row.get("list_recall") is not None:
+        parts.append(f"lists {row['list_recall']:.2f}")
     for key in ("recall@1", "map@r", "nmi"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
