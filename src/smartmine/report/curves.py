@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from smartmine.report.figures import RUN_COLOURS, Plot, grid_shape, new_figure, to_png
 from smartmine.report.run_data import RunData, is_retrieval_metric, metric_sort_key
@@ -65,7 +65,12 @@ def _error(run: RunData, compare: bool) -> list[Series]:
 
 
 def _kappa(run: RunData, compare: bool) -> list[Series]:
-    return _series(run, ["kappa"], {"kappa": "κ used"})
+    if compare:
+        return _series(run, ["kappa"], {"kappa": "κ used"})
+    # The thresholds t_a: an anchor has a valid negative iff κ < t_a; the cap keeps the planned share mineable.
+    labels = {"kappa": "κ used", "kappa_cap": "κ cap (plan fills)", "t_q10": "t_a 10 %", "t_q50": "t_a median",
+              "t_q90": "t_a 90 %"}  # fmt: skip
+    return _series(run, list(labels), labels)
 
 
 def _triplets(run: RunData, compare: bool) -> list[Series]:
@@ -74,8 +79,9 @@ def _triplets(run: RunData, compare: bool) -> list[Series]:
         return [Series("mined share", e, v)] if len(e) else []
     return _series(
         run,
-        ["mined_triplets", "random_triplets", "anchors_with_negatives"],
+        ["mined_planned", "mined_triplets", "random_triplets", "anchors_with_negatives"],
         {
+            "mined_planned": "mined (planned)",
             "mined_triplets": "smart (mined)",
             "random_triplets": "random fill-ins",
             "anchors_with_negatives": "anchors with a negative",
@@ -97,6 +103,10 @@ def _mined_share(run: RunData) -> tuple[np.ndarray, np.ndarray]:
 def _mining_share(run: RunData, compare: bool) -> list[Series]:
     e, v = _ratio(run, "mining_seconds", "epoch_seconds")
     return [Series("mining / epoch", e, v)] if len(e) else []
+
+
+def _list_recall(run: RunData, compare: bool) -> list[Series]:
+    return _series(run, ["list_recall"], {"list_recall": "recall of the k-NN lists"})
 
 
 def _throughput(run: RunData, compare: bool) -> list[Series]:
@@ -127,6 +137,12 @@ TRAINING_PANELS = (
         "triplets per epoch",
         _triplets,
         "in-batch strategies (and the warm-up epochs) have no dataset-wide mined triplets",
+    ),
+    Panel(
+        "Neighbour-list recall",
+        "recall@k vs exact search (sample)",
+        _list_recall,
+        "measured only in mined epochs of smart mining (mining.list_recall_sample > 0)",
     ),
     Panel(
         "Mining time share", "share of the epoch", _mining_share, "in-batch strategies spend no separate mining time"
@@ -197,9 +213,10 @@ def _decorate(ax: Axes, runs: list[RunData], panel: Panel) -> None:
         ax.set_ylim(0, 1)
     if panel.log_y and any(len(s.values) and (s.values > 0).all() for run in runs for s in panel.lines(run, compare)):
         ax.set_yscale("log")
-        # κ usually moves within one or two decades: label 1-2-5 steps, not just the powers of ten.
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ScalarFormatter())
+        # κ usually moves within one or two decades: label 1-2-4 steps (evenly spaced on a log axis), not just the
+        # powers of ten.
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 4.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
