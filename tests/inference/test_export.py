@@ -20,6 +20,7 @@ def _batch(model, folder, n: int = 5) -> torch.Tensor:
     return torch.stack([model.transform(Image.open(f)) for f in files])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_reproduces_embed(photo_run, tmp_path) -> None:
     model = smartmine.load(photo_run[0])
     res = export_model(model, tmp_path / "m.pt", "torchscript")
