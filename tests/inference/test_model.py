@@ -94,3 +94,17 @@ def test_a_run_without_a_checkpoint_is_refused(photo_run, tmp_path) -> None:
         smartmine.load(copy)
     with pytest.raises(InferenceError, match="no such run folder"):
         smartmine.load(tmp_path / "nope")
+
+
+def test_a_gpu_run_loads_on_the_cpu(photo_run, tmp_path, monkeypatch) -> None:
+    """A run trained with train.device=cuda opens on a machine without CUDA (an explicit device= still must exist)."""
+    run, _ = photo_run
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    ckpt["config"]["train"]["device"] = "cuda"
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(ckpt, tmp_path / "checkpoints" / "best.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = smartmine.load(tmp_path)
+    assert model.device.type == "cpu" and model.config.train.device == "cuda"
+    with pytest.raises(InferenceError, match="CUDA is not available"):
+        smartmine.load(tmp_path, device="cuda")

@@ -70,3 +70,8 @@ def test_several_sources_concatenate_and_stay_labelled_only_if_all_are(tmp_path)
     both = list_images([tmp_path / "t", b])
     assert both.paths == [a, b] and both.labels is None
     assert np.array_equal(list_images([tmp_path / "t", tmp_path / "t"]).labels, ["c1", "c1"])
+
+
+def test_non_path_items_are_refused(tmp_path) -> None:
+    with pytest.raises(InferenceError, match="expected image paths.*got Image"):
+        list_images([Image.new("RGB", (2, 2))])

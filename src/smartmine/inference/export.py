@@ -44,10 +44,14 @@ def _trace_quietly(fn, *args, **kwargs):
 def _write(module: torch.nn.Module, example: torch.Tensor, fmt: str, tmp: Path) -> None:
     if fmt == "torchscript":
         _trace_quietly(torch.jit.trace, module, example).save(str(tmp))
-    else:
+        return
+    try:
+        # The TorchScript-based exporter: no onnxscript needed, and dynamic_axes gives any batch size.
         _trace_quietly(torch.onnx.export, module, (example,), str(tmp), input_names=["images"],
                        output_names=["embeddings"], dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
                        dynamo=False)
+    except ImportError as exc:
+        raise InferenceError(f"ONNX export needs the onnx package ({exc}): pip install onnx onnxruntime") from exc
 
 
 def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> np.ndarray | None:

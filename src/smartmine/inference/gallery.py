@@ -32,6 +32,8 @@ from smartmine.inference.sources import ImageList, list_images
 FORMAT = "smartmine-gallery-index"
 FORMAT_VERSION = 1
 INDEX_KINDS = ("exact", "fanng", "faiss")
+INDEX_SEED = 0
+"""FANNG's seed: one fixed value, so an index answers the same whether or not its model is open."""
 
 
 @dataclass
@@ -189,8 +191,7 @@ class GalleryIndex:
         if self._index is None:
             if self.size == 0:
                 raise InferenceError("the gallery is empty")
-            seed = int(self._model.config.seed) if self._model is not None else 0
-            self._index = _neighbour_index(self.kind, seed).build(self.vectors)
+            self._index = _neighbour_index(self.kind, INDEX_SEED).build(self.vectors)
         return self._index
 
     def search_vectors(self, queries: Any, k: int = 5, *, threshold: float | None = None) -> list[list[Hit]]:

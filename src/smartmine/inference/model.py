@@ -231,7 +231,8 @@ def load(run: str | os.PathLike, checkpoint: str = "best", *, device: str | None
     Args:
         run: the run folder ``smartmine train`` wrote, or a ``.pt`` checkpoint inside it.
         checkpoint: ``"best"`` (default; ``last.pt`` when there is no ``best.pt``), ``"last"`` or a file path.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"``; default: the run's ``train.device``.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``; default: the run's ``train.device`` (the CPU when that asks for
+            CUDA and there is none).
 
     The checkpoint is read with ``torch.load(weights_only=True)``: opening one never runs code. The backbone is
     built without downloading pretrained weights (the checkpoint holds all of them).
@@ -248,7 +249,10 @@ def load(run: str | os.PathLike, checkpoint: str = "best", *, device: str | None
     in_channels = eval_transform(cfg)[1][0]
     module = builders.build_model(build_cfg, in_channels)
     module.load_state_dict(ckpt["model"])
-    dev = resolve_device(device or cfg.train.device)
+    if device is None:
+        # The run's own choice, except that a run trained on a GPU still loads on a machine without one.
+        device = "cpu" if cfg.train.device.startswith("cuda") and not torch.cuda.is_available() else cfg.train.device
+    dev = resolve_device(device)
     return TrainedModel(module.to(dev), cfg, run_dir=run_dir, checkpoint_path=path, device=dev)
 
 

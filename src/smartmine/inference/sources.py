@@ -130,6 +130,8 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> Imag
         if p.is_file():
             return ImageList([os.path.abspath(p)])
         raise InferenceError(f"{display_path(p)}: no such file or folder")
+    if not isinstance(source, list | tuple):
+        raise InferenceError(f"expected image paths, folders or CSV files, got {type(source).__name__}")
     parts = [list_images(s) for s in source]
     if not parts:
         raise InferenceError("no images given")
