@@ -88,8 +88,9 @@ def test_same_seed_gives_same_plans_kappa_and_metrics(report: dict) -> None:
     det = report["determinism"]
     assert det["history_equal"] and det["model_equal"] and det["plans_equal"]
     kappas = det["kappa_sequence"]
-    assert kappas[0] is None and kappas[1] == 16.0  # warm-up epoch, then κ₀
-    assert kappas[2] == det["next_kappa_sequence"][1]  # each mined epoch uses the κ the controller returned
+    assert kappas[0] is None and kappas[1] > 0  # warm-up epoch, then the auto κ₀ read off the lists
+    # Each mined epoch uses the κ the controller returned, lowered only by that epoch's cap (where the plan fills).
+    assert kappas[2] <= det["next_kappa_sequence"][1]
 
 
 def test_resume_under_a_changed_config_is_refused_naming_the_key(report: dict, capsys) -> None:

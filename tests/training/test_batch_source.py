@@ -198,8 +198,10 @@ def test_smart_source_mined_epoch_embeds_records_and_steers_kappa():
     for a, p, n in triplets:  # each gallery anchor's first mined triplet
         assert a in mined_anchors and LABELS[p] == LABELS[a] and LABELS[n] != LABELS[a]
     assert src.progress() == {"κ": "4"}
-    assert src.end_epoch(None) == {}
-    assert src.end_epoch(0.9) == {"next_kappa": AdaptiveKappa(kappa0=4.0).update(0.9)}  # a mined epoch's error does
+    assert src.end_epoch(None) == {"next_kappa": 4.0, "target_error": 0.5}  # nothing counted: the paper's
+    # controller keeps κ (the steered one lowers it, tests/smart/test_miner.py)
+    # A mined epoch's error does move κ.
+    assert src.end_epoch(0.9) == {"next_kappa": AdaptiveKappa(kappa0=4.0).update(0.9), "target_error": 0.5}
     state = src.state_dict()
     other = SmartTripletSource(SmartMiner(index_factory=ExactIndex, k=5, kappa=9.0, warmup_epochs=1, seed=3), LABELS,
                                fake_loader(LABELS), triplets_per_batch=8)

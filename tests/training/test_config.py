@@ -37,7 +37,7 @@ def test_expected_presets_are_shipped() -> None:
 
 def test_defaults_match_the_spec() -> None:
     cfg = RunConfig()
-    assert cfg.mining.kappa == 16.0 and cfg.mining.target_error == 0.5 and cfg.mining.window == 5
+    assert cfg.mining.kappa == "auto" and cfg.mining.target_error == 0.5 and cfg.mining.window == 5
     assert cfg.mining.kappa_min == 1.0 and cfg.mining.kappa_max == 256.0
     assert cfg.mining.warmup_epochs == 2 and cfg.mining.mined_fraction == 0.5
     assert cfg.loss.margin == 0.2 and cfg.loss.global_lambda == 1.0 and cfg.loss.global_t == 0.01
@@ -147,3 +147,19 @@ def test_faiss_options_without_faiss_are_named(monkeypatch) -> None:
     # Unused settings do not need it: NMI off, or an in-batch strategy that builds no index.
     config_from_dict({"eval": {"kmeans_backend": "faiss", "compute_nmi": False}})
     config_from_dict({"mining": {"index": "faiss", "strategy": "semihard"}})
+
+
+def test_kappa_auto_and_controller_choices() -> None:
+    cfg = config_from_dict({"mining": {"kappa": 4}})
+    assert cfg.mining.kappa == 4.0 and cfg.mining.controller == "steered" and cfg.mining.selection == "semihard"
+    assert cfg.mining.error_counts == "mined"
+    with pytest.raises(ConfigError, match=r"mining.kappa: expected a number > 0 or 'auto', got 'fast'"):
+        config_from_dict({"mining": {"kappa": "fast"}})
+    with pytest.raises(ConfigError, match=r"mining.kappa: must be positive"):
+        config_from_dict({"mining": {"kappa": -1}})
+    with pytest.raises(ConfigError, match=r"mining.kappa: 'auto' needs mining.adaptive=true"):
+        config_from_dict({"mining": {"adaptive": False}})
+    with pytest.raises(ConfigError, match=r"mining.kappa: 'auto' needs .*controller=steered"):
+        config_from_dict({"mining": {"controller": "legacy"}})
+    with pytest.raises(ConfigError, match=r"mining.controller: 'legasy' is not one of .*did you mean 'legacy'"):
+        config_from_dict({"mining": {"controller": "legasy", "kappa": 16}})

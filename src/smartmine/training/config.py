@@ -110,9 +110,10 @@ class MiningConfig:
     ``{ef_search: 128}`` for faiss (checked against the index's constructor before any work starts)."""
     k: int | None = None
     """Neighbours per point (None: max(64, 2 × the largest training class))."""
-    kappa: float | str = 16.0
-    """κ₀ (initial, or fixed when adaptive is false); ``auto``: the steered controller starts where the planned share
-    of anchors has a valid negative (the t_a quantile), a fixed κ needs a number."""
+    kappa: float | str = "auto"
+    """κ₀ (initial, or fixed when adaptive is false); ``auto`` (default): the steered controller starts where the
+    planned share of anchors has a valid negative (the t_a quantile); a fixed κ or the legacy controller need a
+    number (the paper: 16)."""
     adaptive: bool = True
     controller: str = "steered"
     """steered (ours: fits only epochs that mined their plan, keeps κ where mining can fill it) | legacy (the paper's
@@ -128,11 +129,12 @@ class MiningConfig:
     """Epochs of random triplets before smart mining starts."""
     mined_fraction: float = 0.5
     """Fraction p of each epoch's triplets that are mined (the rest random)."""
-    selection: str = "strict"
-    """strict (Algorithm 1, paper) | margin_aware (ours: keep mining triplets that still carry loss) | semihard (ours:
-    random listed positive, nearest negative with D²(a,n) > κ·D²(a,p); κ = 1 is semi-hard over the training set)."""
-    error_counts: str = "all"
-    """Which triplets the controller's training error counts: all | mined."""
+    selection: str = "semihard"
+    """semihard (default, ours: random listed positive, nearest negative with D²(a,n) > κ·D²(a,p); κ = 1 is semi-hard
+    over the training set) | strict (Algorithm 1, the paper) | margin_aware (ours: keep mining triplets that still
+    carry loss). docs/ARCHITECTURE.md, "Smart mining"; the choice is measured in docs/BENCHMARKS.md, "Mining study"."""
+    error_counts: str = "mined"
+    """Which triplets the controller's training error counts: mined (default: what κ acts on) | all (the paper)."""
     embedding_source: str = "fresh"
     """fresh (an inference pass over the training set) | cache (last epoch's training forward passes, ours)."""
     triplets_per_batch: int = 32
