@@ -32,6 +32,20 @@ from smartmine.smart.thresholds import KappaThresholds, kappa_for_share
 ERROR_COUNTS = ("all", "mined")
 
 
+def _check_common(kappa_min: float, kappa_max: float, target_error: float, tolerance: float) -> tuple[float, ...]:
+    """The arguments both controllers share, validated and as floats."""
+    kappa_min, kappa_max = float(kappa_min), float(kappa_max)
+    if not (math.isfinite(kappa_min) and kappa_min > 0):
+        raise ValueError(f"kappa_min: expected a finite value > 0, got {kappa_min}")
+    if not (math.isfinite(kappa_max) and kappa_max >= kappa_min):
+        raise ValueError(f"kappa_max: expected a finite value >= kappa_min ({kappa_min}), got {kappa_max}")
+    if not 0.0 < float(target_error) < 1.0:
+        raise ValueError(f"target_error: expected a value in (0, 1), got {target_error}")
+    if not 0.0 <= float(tolerance) < 1.0:
+        raise ValueError(f"tolerance: expected a value in [0, 1), got {tolerance}")
+    return kappa_min, kappa_max, float(target_error), float(tolerance)
+
+
 @dataclass(frozen=True)
 class KappaRecord:
     """One controller step: the κ an epoch was mined with, its training error, the κ chosen next and the rule used
@@ -64,21 +78,12 @@ class AdaptiveKappa:
         kappa_max: float = 256.0,
         tolerance: float = 0.01,
     ) -> None:
-        kappa_min, kappa_max, kappa0 = float(kappa_min), float(kappa_max), float(kappa0)
-        if not (math.isfinite(kappa_min) and kappa_min > 0):
-            raise ValueError(f"kappa_min: expected a finite value > 0, got {kappa_min}")
-        if not (math.isfinite(kappa_max) and kappa_max >= kappa_min):
-            raise ValueError(f"kappa_max: expected a finite value >= kappa_min ({kappa_min}), got {kappa_max}")
+        kappa_min, kappa_max, target_error, tolerance = _check_common(kappa_min, kappa_max, target_error, tolerance)
+        kappa0 = float(kappa0)
         if not (math.isfinite(kappa0) and kappa_min <= kappa0 <= kappa_max):
             raise ValueError(
                 f"kappa0: expected a value in [kappa_min, kappa_max] = [{kappa_min}, {kappa_max}], got {kappa0}"
             )
-        target_error = float(target_error)
-        if not (0.0 < target_error < 1.0):
-            raise ValueError(f"target_error: expected a value in (0, 1), got {target_error}")
-        tolerance = float(tolerance)
-        if not (0.0 <= tolerance < 1.0):
-            raise ValueError(f"tolerance: expected a value in [0, 1), got {tolerance}")
         self.tolerance = tolerance
         self.kappa0 = kappa0
         self.target_error = target_error
@@ -259,19 +264,11 @@ class SteeredKappa:
         step: float = 2.0,
         max_change: float = 4.0,
     ) -> None:
-        kappa_min, kappa_max = float(kappa_min), float(kappa_max)
-        if not (math.isfinite(kappa_min) and kappa_min > 0):
-            raise ValueError(f"kappa_min: expected a finite value > 0, got {kappa_min}")
-        if not (math.isfinite(kappa_max) and kappa_max >= kappa_min):
-            raise ValueError(f"kappa_max: expected a finite value >= kappa_min ({kappa_min}), got {kappa_max}")
+        kappa_min, kappa_max, target_error, tolerance = _check_common(kappa_min, kappa_max, target_error, tolerance)
         if kappa0 is not None:
             kappa0 = float(kappa0)
             if not (math.isfinite(kappa0) and kappa_min <= kappa0 <= kappa_max):
                 raise ValueError(f"kappa0: expected None (auto) or a value in [{kappa_min}, {kappa_max}], got {kappa0}")
-        if not 0.0 < float(target_error) < 1.0:
-            raise ValueError(f"target_error: expected a value in (0, 1), got {target_error}")
-        if not 0.0 <= float(tolerance) < 1.0:
-            raise ValueError(f"tolerance: expected a value in [0, 1), got {tolerance}")
         if not 0.0 < float(min_fill) <= 1.0:
             raise ValueError(f"min_fill: expected a value in (0, 1], got {min_fill}")
         if not (math.isfinite(float(step)) and float(step) > 1.0):
@@ -279,10 +276,10 @@ class SteeredKappa:
         if not (math.isfinite(float(max_change)) and float(max_change) >= float(step)):
             raise ValueError(f"max_change: expected a finite value >= step ({step}), got {max_change}")
         self.kappa0 = kappa0
-        self.target_error = float(target_error)
+        self.target_error = target_error
         self.window = check_positive_int(window, "window", minimum=2)
         self.kappa_min, self.kappa_max = kappa_min, kappa_max
-        self.tolerance = float(tolerance)
+        self.tolerance = tolerance
         self.min_fill = float(min_fill)
         self.step = float(step)
         self.max_change = float(max_change)
