@@ -491,13 +491,13 @@ def throughput(args: argparse.Namespace, repeats: int = 5, steps: int = 5) -> st
     from smartmine.miners import DistanceWeightedMiner, SemiHardMiner
     from smartmine.training import builders
     from smartmine.training.config import config_from_dict
-    from smartmine.training.trainer import resolve_device, seed_everything
+    from smartmine.training.runtime import seed_everything, train_device
 
     mode = MODES[args.mode]
     cfg = config_from_dict(
         _merge(base_config(mode, prepare_data(mode, args), args), {"run_dir": str(Path(args.runs_dir) / "throughput")})
     )
-    device = resolve_device(cfg.train.device)
+    device = train_device(cfg.train.device)
     seed_everything(0)
     data = builders.build_datasets(cfg)
     labels_np = np.asarray(data.train.labels, dtype=np.int64)

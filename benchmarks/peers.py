@@ -33,7 +33,7 @@ from smartmine.run_folder import write_metrics_csv
 from smartmine.training import builders
 from smartmine.training.config import RunConfig, config_to_dict, dump_config
 from smartmine.training.embedding import embed_dataset
-from smartmine.training.trainer import epoch_seed, resolve_device, seed_everything
+from smartmine.training.runtime import epoch_seed, seed_everything, train_device
 
 PEERS = ("pml_triplet_semihard", "pml_margin_dw")
 METRIC_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision")
@@ -107,7 +107,7 @@ class BackboneFeatures(torch.nn.Module):
 
 def untrained_baseline(cfg: RunConfig) -> dict:
     """Metrics of the untrained ImageNet features (1280-d for EfficientNet-Lite0) on the test split."""
-    device = resolve_device(cfg.train.device)
+    device = train_device(cfg.train.device)
     seed_everything(cfg.seed)
     data = builders.build_datasets(cfg)
     model = builders.build_model(cfg, data.in_channels).to(device)
@@ -130,7 +130,7 @@ class PeerTrainer:
         if name not in PEERS:
             raise ValueError(f"name: unknown peer {name!r} (known: {', '.join(PEERS)})")
         self.name, self.cfg, self.log = name, cfg, log
-        self.device = resolve_device(cfg.train.device)
+        self.device = train_device(cfg.train.device)
         seed_everything(cfg.seed)  # same order as the trainer: data, then model (identical head initialisation)
         self.data = builders.build_datasets(cfg)
         self.labels = np.asarray(self.data.train.labels, dtype=np.int64)
