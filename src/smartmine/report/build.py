@@ -107,7 +107,9 @@ def _describe(run: RunData) -> str:
     m, loss = cfg.mining, cfg.loss
     mining = f"{m.strategy} mining"
     if m.strategy == "smart":
-        mining += f" ({m.index} index, {'adaptive' if m.adaptive else 'fixed'} κ₀={m.kappa:g}"
+        kappa0 = m.kappa if isinstance(m.kappa, str) else f"{m.kappa:g}"  # "auto" or a number
+        steer = f"{m.controller} " if m.adaptive else "fixed "
+        mining += f" ({m.index} index, {m.selection} selection, {steer}κ₀={kappa0}"
         mining += f", target error {m.target_error:g})" if m.adaptive else ")"
     glob = f" + global loss (w={loss.global_weight:g})" if loss.global_weight > 0 else ""
     epochs = f"{run.last_epoch or 0}/{cfg.train.epochs} epochs"

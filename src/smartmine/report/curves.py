@@ -17,7 +17,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullF
 from smartmine.report.figures import RUN_COLOURS, Plot, grid_shape, new_figure, to_png
 from smartmine.report.run_data import RunData, is_retrieval_metric, metric_sort_key
 
-MINING_PARTS = ("embed_seconds", "index_seconds", "search_seconds", "selection_seconds")
+MINING_PARTS = ("embed_seconds", "index_seconds", "search_seconds", "check_seconds", "selection_seconds")
 LINESTYLES = ("-", "--", ":", "-.")
 RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
 
