@@ -80,6 +80,27 @@ def build_datasets(cfg: RunConfig) -> Datasets:
     )
 
 
+def check_against_data(cfg: RunConfig, train_labels: np.ndarray) -> None:
+    """Refuse, with :class:`TrainingError`, a config that the training split cannot serve (too few classes with two
+    images for a metric, for P, or ``mining.k`` not below the training-set size)."""
+    m = cfg.mining
+    counts = np.bincount(train_labels)
+    eligible = int((counts >= 2).sum())
+    if eligible < 2:
+        raise TrainingError(
+            f"training split of '{cfg.data.name}' has {eligible} class(es) with two or more images; "
+            "metric learning needs at least two"
+        )
+    if m.strategy != "smart" and m.classes_per_batch > eligible:
+        raise TrainingError(
+            f"mining.classes_per_batch={m.classes_per_batch} exceeds the {eligible} training classes "
+            "that have two or more images"
+        )
+    n = len(train_labels)
+    if m.k is not None and m.k >= n:
+        raise TrainingError(f"mining.k={m.k} must be below the training-set size {n}")
+
+
 def build_model(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
     from smartmine.models import build_embedder
 

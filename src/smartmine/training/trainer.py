@@ -65,7 +65,7 @@ class Trainer:
         self.data = builders.build_datasets(cfg)
         self.train_labels = np.asarray(self.data.train.labels, dtype=np.int64)
         self.num_classes = int(self.train_labels.max()) + 1
-        self._validate_against_data()
+        builders.check_against_data(cfg, self.train_labels)
         # Only a config that fits the data gets a run folder: a refused one must not leave a folder behind that
         # the corrected re-run would then refuse to overwrite.
         if self.dist.is_main:
@@ -113,24 +113,6 @@ class Trainer:
             return
         self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.folder.config)
-
-    def _validate_against_data(self) -> None:
-        m = self.cfg.mining
-        counts = np.bincount(self.train_labels)
-        eligible = int((counts >= 2).sum())
-        if eligible < 2:
-            raise TrainingError(
-                f"training split of '{self.cfg.data.name}' has {eligible} class(es) with two or more images; "
-                "metric learning needs at least two"
-            )
-        if m.strategy != "smart" and m.classes_per_batch > eligible:
-            raise TrainingError(
-                f"mining.classes_per_batch={m.classes_per_batch} exceeds the {eligible} training classes "
-                "that have two or more images"
-            )
-        n = len(self.train_labels)
-        if m.k is not None and m.k >= n:
-            raise TrainingError(f"mining.k={m.k} must be below the training-set size {n}")
 
     def _loader(self, batch_sampler) -> DataLoader:
         return DataLoader(self.data.train, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
