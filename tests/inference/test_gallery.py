@@ -55,10 +55,13 @@ def test_searching_a_gallery_image_finds_itself_first(gallery) -> None:
     assert hits[0].path == path and hits[0].distance < 1e-3
 
 
-def test_fanng_index_gives_the_exact_answer_on_a_small_gallery(model, gallery, photo_run) -> None:
-    fanng = GalleryIndex(gallery.vectors, gallery.paths, gallery.labels, kind="fanng", model=model)
+@pytest.mark.parametrize("kind", ["fanng", "faiss"])
+def test_approximate_indexes_give_the_exact_answer_on_a_small_gallery(kind, model, gallery) -> None:
+    if kind == "faiss":
+        pytest.importorskip("faiss")
+    approx = GalleryIndex(gallery.vectors, gallery.paths, gallery.labels, kind=kind, model=model)
     q = gallery.vectors[::3]
-    assert [[h.path for h in r] for r in fanng.search_vectors(q, 3)] == \
+    assert [[h.path for h in r] for r in approx.search_vectors(q, 3)] == \
         [[h.path for h in r] for r in gallery.search_vectors(q, 3)]
 
 
