@@ -163,3 +163,16 @@ def test_kappa_auto_and_controller_choices() -> None:
         config_from_dict({"mining": {"controller": "legacy"}})
     with pytest.raises(ConfigError, match=r"mining.controller: 'legasy' is not one of .*did you mean 'legacy'"):
         config_from_dict({"mining": {"controller": "legasy", "kappa": 16}})
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"backbone": "googlnet"}, r"model\.backbone: unknown backbone 'googlnet' \(did you mean 'googlenet'\?\)"),
+        ({"options": {"in_chanels": 1}}, r"model\.options: backbone 'small_cnn' has no option 'in_chanels' "
+                                         r"\(did you mean 'in_channels'\?\)"),
+    ],
+)
+def test_backbone_and_its_options_are_checked_when_the_config_is_read(model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"model": model})

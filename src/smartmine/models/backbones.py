@@ -79,13 +79,9 @@ def available_backbones() -> list[str]:
     return sorted(BACKBONES.names()) + [f"{TIMM_PREFIX}<model_name>"]
 
 
-def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple[nn.Module, int]:
-    """Build the backbone ``name`` and return ``(module, feature_dim)``.
-
-    ``module`` maps ``(B, C, H, W)`` images to ``(B, feature_dim)`` features and has an ``input_spec``
-    (:class:`InputSpec`). ``options`` are the builder's keyword arguments (e.g. ``in_channels``, ``weights_path``);
-    an unknown option or backbone name raises ``ValueError`` listing the valid ones.
-    """
+def backbone_builder(name: str, options: dict[str, Any] | None = None) -> BackboneBuilder:
+    """The builder of backbone ``name`` (registered, or ``timm:<model_name>``), after checking that it accepts every
+    key of ``options``; ``ValueError`` naming the unknown name or option and the closest valid one otherwise."""
     if not isinstance(name, str):
         raise ValueError(f"name: expected a backbone name string, got {type(name).__name__}")
     if name.startswith(TIMM_PREFIX):
@@ -99,12 +95,23 @@ def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple
     accepted = [p for p in params if p != "pretrained" and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     if builder is _timm_backbone:
         accepted.remove("model_name")
-    for key in options:
+    for key in options or {}:
         if key not in accepted:
             hint = did_you_mean(key, accepted)
             raise ValueError(
                 f"options: backbone '{name}' has no option '{key}'{hint}; accepted: {', '.join(accepted) or 'none'}"
             )
+    return builder
+
+
+def build_backbone(name: str, pretrained: bool = False, **options: Any) -> tuple[nn.Module, int]:
+    """Build the backbone ``name`` and return ``(module, feature_dim)``.
+
+    ``module`` maps ``(B, C, H, W)`` images to ``(B, feature_dim)`` features and has an ``input_spec``
+    (:class:`InputSpec`). ``options`` are the builder's keyword arguments (e.g. ``in_channels``, ``weights_path``);
+    an unknown option or backbone name raises ``ValueError`` listing the valid ones.
+    """
+    builder = backbone_builder(name, options)
     if builder is _timm_backbone:
         options["model_name"] = name[len(TIMM_PREFIX) :]
     module, feature_dim, spec = builder(pretrained=bool(pretrained), **options)

@@ -369,6 +369,13 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"optim.grad_clip: must be positive or null, got {cfg.optim.grad_clip}")
     if not cfg.eval.ks or any((not isinstance(k, int)) or isinstance(k, bool) or k < 1 for k in cfg.eval.ks):
         raise ConfigError(f"eval.ks: expected a non-empty list of positive integers, got {cfg.eval.ks}")
+    from smartmine.models.backbones import backbone_builder
+
+    try:  # the name and model.options against the registered builder, before any data is loaded
+        backbone_builder(cfg.model.backbone, cfg.model.options)
+    except ValueError as exc:
+        key = "model.options" if str(exc).startswith("options:") else "model.backbone"
+        raise ConfigError(f"{key}: {str(exc).split(': ', 1)[1]}") from None
     from smartmine.data.registry import get_dataset_spec
 
     reads_files = get_dataset_spec(cfg.data.name).needs_root
