@@ -176,3 +176,10 @@ def test_kappa_auto_and_controller_choices() -> None:
 def test_backbone_and_its_options_are_checked_when_the_config_is_read(model: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"model": model})
+
+
+def test_dataset_options_are_checked_when_the_config_is_read() -> None:
+    with pytest.raises(ConfigError, match=r"data\.options\.variants_per_fce: not an option of dataset 'glyphs' .*"
+                                          r"\(did you mean 'variants_per_face'\?\)"):
+        config_from_dict({"data": {"options": {"variants_per_fce": 2}}})
+    assert config_from_dict({"data": {"options": {"variants_per_face": 2}}}).data.options == {"variants_per_face": 2}

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from smartmine._registry import Registry, did_you_mean
@@ -61,10 +61,14 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     return DATASETS.get(name, "name")
 
 
-def _unknown_option(spec: DatasetSpec, key: str, allowed: Sequence[str]) -> ValueError:
-    shown = ", ".join(allowed) if allowed else "none"
-    hint = did_you_mean(key, allowed)
-    return ValueError(f"{key}: not an option of dataset {spec.name!r} (its options: {shown}){hint}")
+def check_dataset_options(spec: DatasetSpec, options: Mapping[str, object]) -> None:
+    """``ValueError`` naming the first key of ``options`` that :func:`load_dataset` of ``spec`` would refuse."""
+    allowed = [o for o in spec.options() if o != "seed"] + (list(_FILE_OPTIONS) if spec.needs_root else [])
+    for key in options:
+        if key not in allowed:
+            shown = ", ".join(allowed) if allowed else "none"
+            hint = did_you_mean(key, allowed)
+            raise ValueError(f"{key}: not an option of dataset {spec.name!r} (its options: {shown}){hint}")
 
 
 def load_dataset(
@@ -99,10 +103,7 @@ def load_dataset(
         raise ValueError(f"on_bad_image: expected one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: expected an integer, got {seed!r}")
-    allowed = [o for o in spec.options() if o != "seed"] + (list(_FILE_OPTIONS) if spec.needs_root else [])
-    for key in options:
-        if key not in allowed:
-            raise _unknown_option(spec, key, allowed)
+    check_dataset_options(spec, options)
     if isinstance(transform, str):
         if transform not in PRESETS:
             raise ValueError(f"transform: expected a callable or a preset name in {PRESETS}, got {transform!r}")

@@ -376,13 +376,18 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
     except ValueError as exc:
         key = "model.options" if str(exc).startswith("options:") else "model.backbone"
         raise ConfigError(f"{key}: {str(exc).split(': ', 1)[1]}") from None
-    from smartmine.data.registry import get_dataset_spec
+    from smartmine.data.registry import check_dataset_options, get_dataset_spec
 
-    reads_files = get_dataset_spec(cfg.data.name).needs_root
+    spec = get_dataset_spec(cfg.data.name)
+    reads_files = spec.needs_root
     if reads_files and not cfg.data.root:
         raise ConfigError(f"data.root: dataset '{cfg.data.name}' needs a root path")
     if check_paths and cfg.data.root and reads_files and not Path(cfg.data.root).expanduser().exists():
         raise ConfigError(f"data.root: '{cfg.data.root}' does not exist")
+    try:
+        check_dataset_options(spec, cfg.data.options)
+    except ValueError as exc:
+        raise ConfigError(f"data.options.{exc}") from None
     return cfg
 
 
