@@ -231,6 +231,13 @@ def _row_subset(row: dict) -> dict:
         "random_triplets",
         "anchors_with_negatives",
         "images_per_second",
+        "mined_planned",
+        "kappa_cap",
+        "t_q10",
+        "t_q50",
+        "t_q90",
+        "list_recall",
+        "target_error",
     )
     return {k: float(row[k]) for k in keep if row.get(k) is not None}
 
