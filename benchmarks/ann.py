@@ -91,20 +91,22 @@ def run_cases(cases: list[Case], truth: np.ndarray, n_queries: int) -> list[tupl
     return [(*row, n_queries / float(np.median(ts))) for row, ts in zip(rows, times, strict=True)]
 
 
-def fanng_cases(x, q, budgets, threads, efs=(), ef_cap=4096) -> list[Case]:
+def fanng_cases(x, q, budgets, threads, efs=(), ef_cap=4096, construction="nn_descent") -> list[Case]:
     from smartmine.index.fanng import FanngIndex
 
     t = time.perf_counter()
-    index = FanngIndex(n_threads=threads, seed=0).build(x)
+    index = FanngIndex(n_threads=threads, seed=0, construction=construction).build(x)
     build = time.perf_counter() - t
     s = index.stats_
+    name = "FanngIndex" if construction == "nn_descent" else f"FanngIndex ({construction})"
     print(
-        f"  FANNG: {int(s['n_pairs'])} pairs, success {s['success_rate']:.3f}, mean degree {s['mean_degree']:.1f}, "
-        f"TA {s['seconds_traverse_add']:.1f}s refine {s['seconds_refine']:.1f}s repair {s['seconds_repair']:.1f}s"
+        f"  {name}: k-NN {s['seconds_knn']:.1f}s ({int(s['knn_iterations'])} it), {int(s['n_pairs'])} pairs, "
+        f"success {s['success_rate']:.3f}, mean degree {s['mean_degree']:.1f}, TA {s['seconds_traverse_add']:.1f}s "
+        f"refine {s['seconds_refine']:.1f}s repair {s['seconds_repair']:.1f}s ({int(s['n_repaired'])} repairs)"
     )
     cases: list[Case] = []
     for b in budgets:
-        cases.append(("FanngIndex", f"budget={b}", build, lambda b=b: index.search(q, K, budget=b)[1], None))
+        cases.append((name, f"budget={b}", build, lambda b=b: index.search(q, K, budget=b)[1], None))
     for ef in efs:
         spent: list[float] = []
 
@@ -113,7 +115,7 @@ def fanng_cases(x, q, budgets, threads, efs=(), ef_cap=4096) -> list[Case]:
             spent.append(float(index.last_distance_computations_.mean()))
             return found
 
-        cases.append(("FanngIndex + early stop", f"ef={ef}", build, run, lambda s=spent: f" ({s[0]:.0f} dist/query)"))
+        cases.append((f"{name} + early stop", f"ef={ef}", build, run, lambda s=spent: f" ({s[0]:.0f} dist/query)"))
     return cases
 
 
@@ -185,7 +187,9 @@ def bench(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespace) -> 
     torch.set_num_threads(args.threads)
     print(f"\n### {name}: {x.shape[0]:,} points × {x.shape[1]} dims, {q.shape[0]:,} queries, {args.threads} threads\n")
     truth, exact_qps = ground_truth(q, x, K)
-    cases = fanng_cases(x, q, args.budgets, args.threads, args.fanng_efs, args.ef_budget_cap)
+    cases = []
+    for construction in args.fanng_construction:
+        cases += fanng_cases(x, q, args.budgets, args.threads, args.fanng_efs, args.ef_budget_cap, construction)
     cases += hnswlib_cases(x, q, args.efs, args.threads)
     cases += faiss_cases(x, q, args.efs, args.threads)
     rows = [("exact (torch matmul)", "-", 0.0, 1.0, exact_qps)] + run_cases(cases, truth, len(q))
@@ -210,9 +214,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     p.add_argument("--efs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320], help="hnswlib / faiss efSearch")
-    p.add_argument("--fanng-efs", type=int, nargs="*", default=[10, 16, 24, 32, 48, 64, 96],
-                   help="FANNG early-termination widths (search_ef); none: skip")
+    p.add_argument(
+        "--fanng-efs",
+        type=int,
+        nargs="*",
+        default=[10, 16, 24, 32, 48, 64, 96],
+        help="FANNG early-termination widths (search_ef); none: skip",
+    )
     p.add_argument("--ef-budget-cap", type=int, default=4096, help="FANNG budget cap of the early-termination runs")
+    p.add_argument(
+        "--fanng-construction",
+        nargs="+",
+        default=["nn_descent"],
+        choices=["nn_descent", "traverse_add"],
+        help="FanngIndex constructions to compare (each builds its own graph)",
+    )
     p.add_argument("--embeddings", type=str, default=None, help="a (N, D) .npy file of real embeddings")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median counts")

@@ -50,6 +50,12 @@ class NeighbourIndex(abc.ABC):
         self._build(t)
         return self
 
+    def update(self, x: ArrayLike) -> NeighbourIndex:
+        """Re-index after the points moved (a new epoch's embeddings of the same ``N`` points, row ``i`` the same
+        point). Indexes that can reuse their previous structure (``FanngIndex``) warm-start from it, with a drift
+        check; this default is a cold :meth:`build`. Returns ``self``."""
+        return self.build(x)
+
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest indexed points of every query.
 

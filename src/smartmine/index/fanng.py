@@ -40,9 +40,12 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
 from smartmine._threads import run_chunks
-from smartmine._validation import ArrayLike, check_positive_int
+from smartmine._validation import ArrayLike, check_embeddings, check_positive_int
 from smartmine.index import _fanng_kernels as K
+from smartmine.index import _knn_kernels as KK
 from smartmine.index.base import NeighbourIndex, drop_self, to_numpy_f32
+from smartmine.index.fanng_build import dense_to_csr, knn_prune_graph
+from smartmine.index.knn_graph import KnnLists, nn_descent, spatial_order
 
 
 def _check_fraction(value: float, name: str) -> float:
@@ -61,33 +64,6 @@ def _check_nonneg_int(value: int, name: str) -> int:
     return int(value)
 
 
-def _dense_to_csr(nbr: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CSR ``(indptr int64, indices int32)`` of the dense table's first ``deg[v]`` entries of each row."""
-    indptr = np.zeros(nbr.shape[0] + 1, dtype=np.int64)
-    np.cumsum(deg, out=indptr[1:])
-    mask = np.arange(nbr.shape[1])[None, :] < deg[:, None]
-    return indptr, np.ascontiguousarray(nbr[mask], dtype=np.int32)
-
-
-def _spatial_order(x: np.ndarray, seed: int, leaf: int = 32) -> np.ndarray:
-    """A permutation of the rows of ``x`` that puts nearby points close together: the leaf order of a random-projection
-    tree (each level splits every group at the median of its projection on one random direction) down to groups of
-    about ``leaf`` points. ``O(N D log(N / leaf))``, deterministic under ``seed``."""
-    n = x.shape[0]
-    rng = np.random.default_rng(seed)
-    group = np.zeros(n, dtype=np.int64)
-    for _ in range(max(0, int(np.ceil(np.log2(max(n / leaf, 1.0)))))):
-        proj = x @ rng.normal(size=x.shape[1]).astype(np.float32)
-        order = np.lexsort((proj, group))
-        g = group[order]
-        lo = np.searchsorted(g, g, side="left")
-        hi = np.searchsorted(g, g, side="right")
-        new = np.empty(n, dtype=np.int64)
-        new[order] = 2 * g + (np.arange(n) - lo >= (hi - lo) // 2)
-        group = new
-    return np.lexsort((np.arange(n), group))
-
-
 class _Scratch:
     """Per-thread search scratch: the visited bits and list, and the heap (see ``search_range``)."""
 
@@ -101,6 +77,9 @@ class _Scratch:
         self.seen = np.full(nv if width else 0, -1, dtype=np.int32)  # refinement only
         self.cbuf = np.empty(width, dtype=np.int32)
         self.lbuf = np.empty(width, dtype=np.float32)
+
+
+CONSTRUCTIONS = ("nn_descent", "traverse_add")
 
 
 class FanngIndex(NeighbourIndex):
@@ -132,8 +111,21 @@ class FanngIndex(NeighbourIndex):
         max_ops: safety limit on the calls of one Traverse-Add cascade (default ``100 * N + 10_000``); a cascade that
             exceeds it (never observed on real data) stops construction with a ``RuntimeWarning``.
         seed: seed of the random pairs; construction and search are deterministic for a given seed and input.
-        n_threads: threads for search and refinement (default: ``numba.get_num_threads()``); the compiled kernels
-            release the GIL and run on disjoint row ranges. Construction (Traverse-Add) is sequential.
+        n_threads: threads for search, refinement and the parallel construction (default:
+            ``numba.get_num_threads()``); the compiled kernels release the GIL and run on disjoint row ranges. Results
+            do not depend on it. Traverse-Add itself is sequential.
+        construction: ``"nn_descent"`` (default, ours, parallel; :mod:`smartmine.index.fanng_build`): candidate edges
+            from approximate ``knn_k``-NN lists (NN-descent), occlusion-pruned per vertex, reverse edges re-pruned,
+            then Traverse-Add on the random pairs downhill search still misses (``target_success``) and the
+            reachability repair. ``"traverse_add"``: the paper's sequential Traverse-Add from an empty graph, then
+            ``refine`` passes (``refine*`` apply to this construction only).
+        knn_k: neighbours per vertex of the NN-descent lists (default 32); also the list length :meth:`neighbours`
+            answers from without a further pass. Larger: better graph, slower build.
+        knn_iters: NN-descent iteration cap (default 10; it stops earlier once an iteration changes < 0.1 %).
+        warm_min_recall: drift check of :meth:`update` (default 0.3): the previous lists must still hold at least this
+            fraction of the true ``knn_k`` nearest neighbours of ``warm_check_points`` sampled points under the new
+            embeddings, otherwise :meth:`update` builds from scratch.
+        warm_check_points: points sampled by the drift check (default 256; exact search over all points for each).
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -154,8 +146,22 @@ class FanngIndex(NeighbourIndex):
         max_ops: int | None = None,
         seed: int = 0,
         n_threads: int | None = None,
+        construction: str = "nn_descent",
+        knn_k: int = 32,
+        knn_iters: int = 10,
+        warm_min_recall: float = 0.3,
+        warm_check_points: int = 256,
     ) -> None:
         super().__init__()
+        if construction not in CONSTRUCTIONS:
+            raise ValueError(f"construction: expected one of {CONSTRUCTIONS}, got {construction!r}")
+        self.construction = construction
+        self.knn_k = check_positive_int(knn_k, "knn_k")
+        self.knn_iters = check_positive_int(knn_iters, "knn_iters")
+        self.warm_min_recall = _check_fraction(warm_min_recall, "warm_min_recall")
+        self.warm_check_points = check_positive_int(warm_check_points, "warm_check_points")
+        self._knn_i: np.ndarray | None = None  # (V, knn_k) vertex lists of construction="nn_descent"
+        self._knn_d: np.ndarray | None = None
         self.target_success = _check_fraction(target_success, "target_success")
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
@@ -224,9 +230,10 @@ class FanngIndex(NeighbourIndex):
         return self.n_threads if self.n_threads is not None else numba.get_num_threads()
 
     def _build(self, x: torch.Tensor) -> None:
-        t0 = time.perf_counter()
-        pts = to_numpy_f32(x, "x")
-        n = pts.shape[0]
+        self._construct(to_numpy_f32(x, "x"), init=None)
+
+    def _prepare(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Distinct vectors ``xv`` in spatial order, each point's vertex and the start vertex (nearest the centroid)."""
         # Merge exact duplicates (vertices are renumbered twice: spatially for construction, breadth-first at the end).
         _, first, inverse = np.unique(pts, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -236,36 +243,62 @@ class FanngIndex(NeighbourIndex):
         vertex_of = rank[inverse].astype(np.int64)
         xv = pts[first[order]]
         nv = xv.shape[0]
-        # Spatial pre-order (ours, a memory-layout choice only): Traverse-Add touches vertices near each other together,
-        # so storing nearby vectors together saves cache misses (about 1.25x faster construction at 50k × 64).
-        perm = _spatial_order(xv, self.seed)
+        # Spatial pre-order (ours, a memory-layout choice only): construction touches vertices near each other together,
+        # so storing nearby vectors together saves cache misses (about 1.25x faster Traverse-Add at 50k × 64).
+        perm = spatial_order(xv, self.seed)
         new_id = np.empty(nv, dtype=np.int64)
         new_id[perm] = np.arange(nv)
         xv = np.ascontiguousarray(xv[perm])
         vertex_of = new_id[vertex_of]
         centroid = xv.mean(axis=0, dtype=np.float64).astype(np.float32)
         start = int(np.argmin(((xv - centroid) ** 2).sum(axis=1)))
+        return xv, vertex_of, start
+
+    def _construct(self, pts: np.ndarray, init: np.ndarray | None, warm_stats: dict | None = None) -> None:
+        """Build the graph over ``pts`` (``(N, D)`` float32); ``init``: per-point candidate point ids of a warm start
+        (``construction="nn_descent"`` only)."""
+        t0 = time.perf_counter()
+        n = pts.shape[0]
+        xv, vertex_of, start = self._prepare(pts)
+        nv = xv.shape[0]
         t_prep = time.perf_counter() - t0
 
         window = min(self.success_window, max(1, nv * (nv - 1)))
         max_pairs = self.max_pairs if self.max_pairs is not None else 200 * nv + 10 * window
         max_ops = self.max_ops if self.max_ops is not None else 100 * nv + 10_000
+        cap = -1 if self.max_degree is None else self.max_degree
 
         t1 = time.perf_counter()
-        nbr = np.full((nv, 16), -1, dtype=np.int32)
-        lens = np.full((nv, 16), np.inf, dtype=np.float32)
-        deg = np.zeros(nv, dtype=np.int32)
-        nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
-            xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
-        )
-        t_ta = time.perf_counter() - t1
+        knn_stats: dict[str, float] = {}
+        lists = None
+        if self.construction == "nn_descent" and nv > 1:
+            cand = None if init is None else self._vertex_candidates(init, vertex_of, nv)
+            lists = nn_descent(
+                xv, min(self.knn_k, nv - 1), init=cand, seed=self.seed, n_threads=self._threads(),
+                order=np.arange(nv), max_iters=self.knn_iters,
+            )  # fmt: skip
+            knn_stats = lists.stats
+            t_knn = time.perf_counter() - t1
+            nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads())
+            # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate.
+            nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
+                xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
+            )
+        else:
+            t_knn = 0.0
+            nbr = np.full((nv, 16), -1, dtype=np.int32)
+            lens = np.full((nv, 16), np.inf, dtype=np.float32)
+            deg = np.zeros(nv, dtype=np.int32)
+            nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
+                xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
+            )
+        t_ta = time.perf_counter() - t1 - t_knn
         self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
         deg_ta = float(deg.mean()) if nv else 0.0
 
-        cap = -1 if self.max_degree is None else self.max_degree
         t2 = time.perf_counter()
-        for _ in range(self.refine if nv > 1 else 0):
-            nbr, lens, deg = self._refine_pass(xv, *_dense_to_csr(nbr, deg), cap)
+        for _ in range(self.refine if nv > 1 and self.construction == "traverse_add" else 0):
+            nbr, lens, deg = self._refine_pass(xv, *dense_to_csr(nbr, deg), cap)
         t_refine = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -281,13 +314,14 @@ class FanngIndex(NeighbourIndex):
                 )
                 n_unreached = int(unreached)
                 self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
-        indptr, indices = _dense_to_csr(nbr, deg)
+        indptr, indices = dense_to_csr(nbr, deg)
         t_repair = time.perf_counter() - t3
 
         # Renumber the vertices in breadth-first order from the start vertex, so that vertices a search visits
         # together sit close together in memory (fewer cache misses per distance computation).
         t4 = time.perf_counter()
-        self._set_graph(xv, indptr, indices, vertex_of, start)
+        new_of_old = self._set_graph(xv, indptr, indices, vertex_of, start)
+        self._store_lists(lists, new_of_old)
         t_order = time.perf_counter() - t4
 
         degrees = np.diff(self._indptr)
@@ -304,17 +338,24 @@ class FanngIndex(NeighbourIndex):
             "n_edges": float(self._indices.size),
             "mean_degree": float(degrees.mean()) if nv else 0.0,
             "max_degree": float(degrees.max(initial=0)),
+            "knn_iterations": float(knn_stats.get("iterations", 0.0)),
+            "warm_start": 0.0,
             "seconds_prepare": t_prep,
+            "seconds_knn": t_knn,
             "seconds_traverse_add": t_ta,
             "seconds_refine": t_refine,
             "seconds_repair": t_repair,
             "seconds_reorder": t_order,
         }
+        if warm_stats:
+            self.stats_.update(warm_stats)
+        self.stats_["seconds_total"] = time.perf_counter() - t0 + self.stats_.get("seconds_drift_check", 0.0)
 
     def _set_graph(
         self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, vertex_of: np.ndarray, start: int
-    ) -> None:
-        """Store the graph with vertices renumbered breadth-first from ``start`` (unreached vertices last)."""
+    ) -> np.ndarray:
+        """Store the graph with vertices renumbered breadth-first from ``start`` (unreached vertices last); returns the
+        renumbering (new id of every old vertex)."""
         nv = xv.shape[0]
         graph = csr_matrix((np.ones(indices.size, np.int8), indices, indptr), shape=(nv, nv))
         bfs = breadth_first_order(graph, start, directed=True, return_predecessors=False).astype(np.int64)
@@ -338,6 +379,33 @@ class FanngIndex(NeighbourIndex):
         np.cumsum(np.bincount(self._vertex_of, minlength=nv), out=self._gptr[1:])
         self._block = K.pack_rows(xv[bfs], new_indptr, self._gptr, self._gmem)
         self._x = self._block[:, : xv.shape[1]]
+        return new_of_old
+
+    def _store_lists(self, lists: KnnLists | None, new_of_old: np.ndarray) -> None:
+        """Keep the vertices' k-NN lists (final vertex numbering) for :meth:`neighbours` and warm starts."""
+        if lists is None:
+            self._knn_i, self._knn_d = None, None
+            return
+        idx = np.where(lists.idx >= 0, new_of_old[np.maximum(lists.idx, 0)], -1).astype(np.int32)
+        self._knn_i = np.empty_like(idx)
+        self._knn_d = np.empty_like(lists.sq_dist)
+        self._knn_i[new_of_old] = idx
+        self._knn_d[new_of_old] = lists.sq_dist
+
+    def _vertex_candidates(self, init: np.ndarray, vertex_of: np.ndarray, nv: int) -> np.ndarray:
+        """Per-point candidate point ids ``init`` (``(N, C)``, ``-1`` padded) as candidate vertex ids of each vertex
+        (those of its first point)."""
+        rep = np.empty(nv, dtype=np.int64)
+        rep[vertex_of[::-1]] = np.arange(vertex_of.size - 1, -1, -1)  # first point of every vertex
+        rows = init[rep]
+        return np.where(rows >= 0, vertex_of[np.maximum(rows, 0)], -1)
+
+    def _point_lists(self) -> np.ndarray:
+        """The stored vertex lists as ``(N, K)`` point ids per point (first point of each listed vertex)."""
+        assert self._knn_i is not None
+        first = self._gmem[self._gptr[:-1]]
+        rows = self._knn_i[self._vertex_of]
+        return np.where(rows >= 0, first[np.maximum(rows, 0)], -1)
 
     def _refine_pass(
         self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, cap: int
@@ -468,6 +536,86 @@ class FanngIndex(NeighbourIndex):
         return self._run(q, rows, np.full(q.shape[0], self._start, dtype=np.int64), k)
 
     def _neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.construction == "nn_descent":
+            return self._list_neighbours(k)
         # Each point is its own query, starting from its own vertex; k + 1 results, then the point itself is dropped.
         d, i = self._run(self._block, self._vertex_of, self._vertex_of, k + 1)
         return drop_self(d, i, k)
+
+    def _list_neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """All-points k-NN from the NN-descent lists of construction (``k <= knn_k``: no further work), or from a
+        longer NN-descent started from them (kept for the next call and the next :meth:`update`)."""
+        nv = self.n_vertices
+        if nv < 2:  # one vertex: the other points are its duplicates, no list needed
+            self._knn_i, self._knn_d = np.empty((nv, 0), np.int32), np.empty((nv, 0), np.float32)
+        elif self._knn_i is None or self._knn_i.shape[1] < min(k, nv - 1):
+            x = np.ascontiguousarray(self._x)
+            cand = None if self._knn_i is None else np.concatenate([self._knn_i, self._graph_dense()], axis=1)
+            lists = nn_descent(
+                x, max(1, min(k, nv - 1)), init=cand, seed=self.seed, n_threads=self._threads(),
+                max_iters=self.knn_iters,
+            )  # fmt: skip
+            self._store_lists(lists, np.arange(nv))
+        assert self._knn_i is not None and self._knn_d is not None
+        out_d = np.empty((self._n, k), dtype=np.float32)
+        out_i = np.empty((self._n, k), dtype=np.int64)
+        KK.expand_points(self._knn_i, self._knn_d, self._vertex_of, self._gptr, self._gmem, k, out_i, out_d)
+        return out_d, out_i
+
+    def _graph_dense(self) -> np.ndarray:
+        """The out-edges as a dense ``(V, max degree)`` int32 table, ``-1`` padded."""
+        deg = np.diff(self._indptr)
+        out = np.full((self.n_vertices, max(int(deg.max(initial=0)), 1)), -1, dtype=np.int32)
+        out[np.arange(out.shape[1])[None, :] < deg[:, None]] = self._indices
+        return out
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Warm start
+    # ------------------------------------------------------------------------------------------------------------
+
+    def update(self, x: ArrayLike) -> FanngIndex:
+        """Re-index the same points after they moved (a new epoch's embeddings), starting from this graph's k-NN lists.
+
+        Row ``i`` of ``x`` must be the point that was row ``i`` of the previous :meth:`build`/:meth:`update` (same
+        ``N`` and ``D``; a different count or dimension raises ``ValueError``). A drift check measures, on
+        ``warm_check_points`` sampled points, the recall of the previous lists against exact search under the new
+        embeddings; below ``warm_min_recall`` (or with ``construction="traverse_add"``, or before any build) this is
+        a cold :meth:`build`. Otherwise NN-descent starts from the previous lists and the graph is rebuilt from them
+        as in :meth:`build`, with the same guarantees (occlusion rule, reachability from the start vertex).
+
+        ``stats_`` records ``warm_start`` (1.0 or 0.0), ``drift_recall`` and ``seconds_drift_check``. Returns ``self``.
+        """
+        if self._n == 0 or self.construction != "nn_descent" or self._knn_i is None:
+            return self.build(x)
+        t = check_embeddings(x, "x", min_rows=1)
+        if t.shape[0] != self._n:
+            raise ValueError(
+                f"x: update needs the same {self._n} points as the previous build (row i the same point), got "
+                f"{t.shape[0]} rows; call build(x) for a different set"
+            )
+        if t.shape[1] != self._dim:
+            raise ValueError(f"x: dimension {t.shape[1]} does not match the index dimension {self._dim}")
+        t0 = time.perf_counter()
+        pts = to_numpy_f32(t, "x")
+        prev = self._point_lists()
+        drift = _list_recall(pts, prev, self.warm_check_points, self.seed)
+        check = {"drift_recall": drift, "seconds_drift_check": time.perf_counter() - t0}
+        if drift < self.warm_min_recall:
+            self._construct(pts, init=None, warm_stats=check)
+        else:
+            self._construct(pts, init=prev, warm_stats={**check, "warm_start": 1.0})
+        return self
+
+
+def _list_recall(x: np.ndarray, lists: np.ndarray, n_sample: int, seed: int) -> float:
+    """Fraction of the true ``K`` nearest other points (``K = lists.shape[1]``) that the lists hold, over ``n_sample``
+    random points; exact search by NumPy matrix products (``n_sample x N``)."""
+    n, k = lists.shape
+    rows = np.random.default_rng(seed).choice(n, size=min(n_sample, n), replace=False)
+    q = x[rows].astype(np.float32)
+    d = (x * x).sum(axis=1)[None, :] - 2.0 * (q @ x.T)
+    d[np.arange(rows.size), rows] = np.inf  # the point itself
+    kk = min(k, n - 1)
+    truth = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+    hits = sum(np.intersect1d(t, lst[lst >= 0]).size for t, lst in zip(truth, lists[rows], strict=True))
+    return hits / float(rows.size * kk)

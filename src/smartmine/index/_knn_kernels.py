@@ -1,0 +1,292 @@
+"""Numba kernels of the approximate all-points k-NN graph (NN-descent, Dong, Charikar & Li, WWW 2011).
+
+The lists are a dense ``(N, K)`` table per point: neighbour ids ``nn_i`` (int32, ``-1`` padded), squared distances
+``nn_d`` (float32, ``inf`` padded), ascending, and a "new" flag ``nn_new`` (uint8) per entry: an entry is new until it
+has been offered to a local join once.
+
+One iteration has two steps:
+
+1. :func:`build_candidates` (sequential, ``O(N K log S)``): every point's *new* and *old* candidate sets, each at most
+   ``S`` points, drawn from its forward entries and from the reverse of everybody's entries (a reverse edge matters
+   as much as a forward one). When more than ``S`` offer themselves, the ``S`` with the smallest hash priority stay,
+   a hash of ``(seed, iteration, source, target)``, so the sampling is deterministic. Forward new entries that made
+   it into the sample lose their new flag.
+2. :func:`join_range` (parallel over disjoint point ranges): **pull-style local join** (ours): point ``p`` looks at
+   every ``w`` two candidate hops away (``p - u - w``) with at least one of the two hops new, and keeps ``w`` if it
+   is nearer than ``p``'s current ``K``-th neighbour. The paper's local join *pushes* each pair ``(a, b)`` met at
+   ``u`` into the lists of both ``a`` and ``b``, which needs locks or atomics in parallel; pulling writes only
+   ``p``'s own row and reads only the candidate sets of step 1, so threads never share a written row and the result
+   does not depend on the thread count. It computes each pair from both sides, but a stamp per point visited skips
+   every ``w`` already seen by ``p`` in this iteration (two-hop paths overlap heavily once the lists are good).
+
+Distances are squared Euclidean in float32. Kernels trust shapes; the caller validates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from smartmine.index._prefetch import prefetch_row
+
+_OPTS = {"cache": True, "nogil": True, "boundscheck": False}
+
+
+@njit(fastmath=True, **_OPTS)
+def _sqdist(x, i, j):
+    """Squared Euclidean distance of rows ``x[i]`` and ``x[j]``."""
+    s = np.float32(0.0)
+    for t in range(x.shape[1]):
+        d = x[i, t] - x[j, t]
+        s += d * d
+    return s
+
+
+@njit(inline="always", **_OPTS)
+def _priority(seed, a, b):
+    """A 32-bit hash of ``(seed, a, b)`` (splitmix64 finaliser): the sampling priority of the candidate ``a -> b``."""
+    z = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(a) * np.uint64(0xD1B54A32D192ED03)
+    z = z + np.uint64(b) * np.uint64(0x8CB92BA72F3D8DD7)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.uint32(z >> np.uint64(32))
+
+
+@njit(inline="always", **_OPTS)
+def _offer(ci, cp, cn, row, item, pri):
+    """Offer ``item`` with priority ``pri`` to row ``row`` of a bounded max-heap of priorities (capacity
+    ``ci.shape[1]``): it keeps the items of smallest priority."""
+    cap = ci.shape[1]
+    c = cn[row]
+    if c < cap:
+        p = c
+        while p > 0:
+            par = (p - 1) >> 1
+            if cp[row, par] >= pri:
+                break
+            cp[row, p] = cp[row, par]
+            ci[row, p] = ci[row, par]
+            p = par
+        cp[row, p] = pri
+        ci[row, p] = item
+        cn[row] = c + 1
+    elif pri < cp[row, 0]:
+        p = 0
+        while True:
+            ch = 2 * p + 1
+            if ch >= cap:
+                break
+            if ch + 1 < cap and cp[row, ch + 1] > cp[row, ch]:
+                ch += 1
+            if cp[row, ch] <= pri:
+                break
+            cp[row, p] = cp[row, ch]
+            ci[row, p] = ci[row, ch]
+            p = ch
+        cp[row, p] = pri
+        ci[row, p] = item
+
+
+@njit(**_OPTS)
+def build_candidates(nn_i, nn_new, seed, new_i, new_p, new_n, old_i, old_p, old_n):
+    """Step 1 of an iteration: fill the new and old candidate heaps (``(N, S)`` ids and uint32 priorities, counts
+    ``(N,)``) from the forward and reverse entries of the lists, then clear the new flag of every forward entry that
+    was sampled into its point's new candidates."""
+    n, k = nn_i.shape
+    for v in range(n):
+        new_n[v] = 0
+        old_n[v] = 0
+    for v in range(n):
+        for j in range(k):
+            u = nn_i[v, j]
+            if u < 0:
+                continue
+            if nn_new[v, j]:
+                _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
+                _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
+            else:
+                _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
+                _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
+    cap = new_i.shape[1]
+    for v in range(n):
+        full = new_n[v] >= cap
+        for j in range(k):
+            # An entry is in the heap iff its priority is at most the root's (roots only shrink once a heap is full).
+            if nn_new[v, j] and (not full or _priority(seed, v, nn_i[v, j]) <= new_p[v, 0]):
+                nn_new[v, j] = 0
+
+
+@njit(inline="always", **_OPTS)
+def _insert(nn_i, nn_d, nn_new, p, w, d):
+    """Insert ``w`` at distance ``d`` into the ascending row ``p`` unless it is already there; the last entry drops
+    out. Rows are ordered by ``(distance, id)``, so a row's content after any set of insertions does not depend on
+    their order. Returns 1 when inserted (flagged new), else 0."""
+    k = nn_i.shape[1]
+    if not (d < nn_d[p, k - 1] or (d == nn_d[p, k - 1] and w < nn_i[p, k - 1])):
+        return 0
+    # Binary search for the first entry ordered after (d, w); most offers are rejected repeats, so this is the hot path.
+    lo = 0
+    hi = k - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        dm = nn_d[p, mid]
+        if dm > d or (dm == d and nn_i[p, mid] > w):
+            hi = mid
+        else:
+            lo = mid + 1
+    j = lo
+    # A repeat of w has the same distance (computed the same way): it would sit just before position j.
+    t = j - 1
+    while t >= 0 and nn_d[p, t] == d:
+        if nn_i[p, t] == w:
+            return 0
+        t -= 1
+    for t in range(k - 1, j, -1):
+        nn_i[p, t] = nn_i[p, t - 1]
+        nn_d[p, t] = nn_d[p, t - 1]
+        nn_new[p, t] = nn_new[p, t - 1]
+    nn_i[p, j] = w
+    nn_d[p, j] = d
+    nn_new[p, j] = 1
+    return 1
+
+
+@njit(inline="always", **_OPTS)
+def _pair(x, a, b):
+    """``D(a, b)`` computed in one fixed argument order, so that both orders give the same float."""
+    return _sqdist(x, a, b) if a < b else _sqdist(x, b, a)
+
+
+@njit(inline="always", **_OPTS)
+def _wanted(nn_i, nn_d, p, w, d):
+    """Whether ``(w, d)`` could enter ``p``'s list: no farther than its last entry and not already in it (a repeat has
+    the same distance, so a binary search over the ascending distances finds where it would be)."""
+    k = nn_d.shape[1]
+    if d > nn_d[p, k - 1]:
+        return False
+    lo = 0
+    hi = k
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if nn_d[p, mid] < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    while lo < k and nn_d[p, lo] == d:
+        if nn_i[p, lo] == w:
+            return False
+        lo += 1
+    return True
+
+
+@njit(**_OPTS)
+def _join_one(x, nn_i, nn_d, a, cands, j0, j1, out_a, out_b, out_d, m):
+    """Pairs ``(a, cands[j])`` for ``j0 <= j < j1``: each distance becomes an update of ``a``'s list and of the other
+    point's list where it could enter them. Filtering here, while the rows of ``a`` and of the few candidates are in
+    cache, keeps the update buffer to the real changes (most pairs are already listed once the lists are good)."""
+    for j in range(j0, j1):
+        b = cands[j]
+        if a == b:
+            continue
+        d = _pair(x, a, b)
+        if _wanted(nn_i, nn_d, a, b, d):
+            out_a[m] = a
+            out_b[m] = b
+            out_d[m] = d
+            m += 1
+        if _wanted(nn_i, nn_d, b, a, d):
+            out_a[m] = b
+            out_b[m] = a
+            out_d[m] = d
+            m += 1
+    return m
+
+
+@njit(**_OPTS)
+def join_range(x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, out_d):
+    """Local join of the candidates of points ``lo .. hi-1`` (the paper's, push style): every pair ``(a, b)`` of a
+    point's candidates with ``a`` new and ``b`` new (once per pair) or old gets its distance computed; it becomes an
+    update of ``a``'s list and of ``b``'s list where it is no farther than their current last entry. The candidate
+    vectors of one point are few and sit in cache while all their pairs are computed. Reads the lists, writes only the
+    update buffer (capacity: ``2 * (n_new * (n_new - 1) / 2 + n_new * n_old) + 2`` per call). Returns the number of
+    updates written."""
+    m = 0
+    n = x.shape[0]
+    for u in range(lo, hi):
+        nn = new_n[u]
+        no = old_n[u]
+        # The next point's candidate vectors are requested now, so their memory latency overlaps this point's pairs.
+        if u + 1 < n:
+            for i in range(new_n[u + 1]):
+                prefetch_row(x, new_i[u + 1, i])
+            for i in range(old_n[u + 1]):
+                prefetch_row(x, old_i[u + 1, i])
+        for i in range(nn):
+            a = new_i[u, i]
+            m = _join_one(x, nn_i, nn_d, a, new_i[u], i + 1, nn, out_a, out_b, out_d, m)
+            m = _join_one(x, nn_i, nn_d, a, old_i[u], 0, no, out_a, out_b, out_d, m)
+    return m
+
+
+@njit(**_OPTS)
+def apply_range(nn_i, nn_d, nn_new, upd_a, upd_b, upd_d, counts, row_lo, row_hi):
+    """Apply the updates of every buffer ``c`` (its first ``counts[c]`` entries of row ``c`` of ``upd_*``) whose target
+    lies in ``row_lo .. row_hi-1``. Returns the number of list insertions."""
+    n_ins = 0
+    for c in range(counts.shape[0]):
+        for t in range(counts[c]):
+            a = upd_a[c, t]
+            if row_lo <= a < row_hi:
+                n_ins += _insert(nn_i, nn_d, nn_new, a, upd_b[c, t], upd_d[c, t])
+    return n_ins
+
+
+@njit(**_OPTS)
+def init_range(x, init_i, lo, hi, nn_i, nn_d, nn_new, seen, stamp0):
+    """Rows ``lo .. hi-1`` of the lists from candidate ids ``init_i`` (``(N, C)``, ``-1`` entries and repeats
+    ignored, the point itself too): distances computed, the ``K`` nearest kept ascending, all flagged new; rows with
+    fewer than ``K`` distinct candidates stay padded (``-1`` / ``inf``)."""
+    k = nn_i.shape[1]
+    for p in range(lo, hi):
+        for j in range(k):
+            nn_i[p, j] = -1
+            nn_d[p, j] = np.inf
+            nn_new[p, j] = 0
+        st = stamp0 + p
+        seen[p] = st
+        for j in range(init_i.shape[1]):
+            w = init_i[p, j]
+            if w >= 0 and seen[w] != st:
+                seen[w] = st
+                _insert(nn_i, nn_d, nn_new, p, w, _pair(x, p, w))
+    return 0
+
+
+@njit(**_OPTS)
+def expand_points(knn_i, knn_d, vertex_of, gptr, gmem, k, out_i, out_d):
+    """Point-level ``k``-NN from vertex lists: point ``p``'s other duplicates first (distance 0), then the points of
+    each listed vertex in list order (a vertex stands for its group ``gmem[gptr[v]:gptr[v + 1]]`` of identical
+    points). Rows short of ``k`` are padded with ``-1`` / ``inf``."""
+    for p in range(vertex_of.shape[0]):
+        v = vertex_of[p]
+        c = 0
+        for m in range(gptr[v], gptr[v + 1]):
+            q = gmem[m]
+            if q != p and c < k:
+                out_i[p, c] = q
+                out_d[p, c] = 0.0
+                c += 1
+        for j in range(knn_i.shape[1]):
+            u = knn_i[v, j]
+            if c >= k or u < 0:
+                break
+            for m in range(gptr[u], gptr[u + 1]):
+                if c >= k:
+                    break
+                out_i[p, c] = gmem[m]
+                out_d[p, c] = knn_d[v, j]
+                c += 1
+        for j in range(c, k):
+            out_i[p, j] = -1
+            out_d[p, j] = np.inf

@@ -1,0 +1,205 @@
+"""Approximate all-points k-NN lists by NN-descent (Dong, Charikar & Li, WWW 2011), parallel and deterministic.
+
+:func:`nn_descent` returns every point's ``k`` nearest other points. It starts from the leaf neighbourhoods of a
+random-projection tree (as pynndescent does; here one tree's leaf order, each point taking the points around it in
+that order), or from caller-given candidates (a warm start: last epoch's lists), and improves the lists by local
+joins until an iteration changes fewer than ``delta * N * k`` entries. The kernels are in
+:mod:`smartmine.index._knn_kernels`; each join writes only its own points' rows, so the result for a fixed seed does
+not depend on the thread count.
+
+Points are processed in the tree's leaf order (a memory-layout choice: the vectors a join touches together then sit
+together); results are returned in the caller's order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from smartmine._threads import run_chunks
+from smartmine.index import _knn_kernels as KK
+
+
+def spatial_order(x: np.ndarray, seed: int, leaf: int = 32) -> np.ndarray:
+    """A permutation of the rows of ``x`` (``(N, D)`` float32) that puts nearby points close together: the leaf order
+    of a random-projection tree (each level splits every group at the median of its projection on one random
+    direction) down to groups of about ``leaf`` points. ``O(N D log(N / leaf))``, deterministic under ``seed``."""
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    group = np.zeros(n, dtype=np.int64)
+    for _ in range(max(0, int(np.ceil(np.log2(max(n / leaf, 1.0)))))):
+        proj = x @ rng.normal(size=x.shape[1]).astype(np.float32)
+        order = np.lexsort((proj, group))
+        g = group[order]
+        lo = np.searchsorted(g, g, side="left")
+        hi = np.searchsorted(g, g, side="right")
+        new = np.empty(n, dtype=np.int64)
+        new[order] = 2 * g + (np.arange(n) - lo >= (hi - lo) // 2)
+        group = new
+    return np.lexsort((np.arange(n), group))
+
+
+def window_candidates(n: int, width: int) -> np.ndarray:
+    """``(n, width)`` int32: for every position ``p`` of an order, the ``width`` positions around it (a window
+    shifted inwards at both ends; ``p`` itself included, the kernels skip it)."""
+    width = min(width, n)
+    start = np.clip(np.arange(n) - width // 2, 0, n - width)
+    return (start[:, None] + np.arange(width)[None, :]).astype(np.int32)
+
+
+def run_rows(
+    n_rows: int, threads: int, make_scratch: Callable[[], object], work: Callable[[int, int, object], int]
+) -> int:
+    """``sum(work(lo, hi, scratch))`` over row chunks of ``range(n_rows)`` on ``threads`` pool threads, each thread
+    with its own ``make_scratch()``. Chunk bounds do not affect results of kernels that write only their own rows."""
+    threads = max(1, min(threads, n_rows))
+    chunk = max(1, min(4096, -(-n_rows // (8 * threads))))
+    bounds = [(lo, min(n_rows, lo + chunk)) for lo in range(0, n_rows, chunk)]
+    local = threading.local()
+
+    def run(lo: int, hi: int) -> int:
+        if not hasattr(local, "s"):
+            local.s = make_scratch()
+        return int(work(lo, hi, local.s))
+
+    return sum(run_chunks(run, bounds, threads))
+
+
+def random_candidates(n: int, width: int, seed: int) -> np.ndarray:
+    """``(n, width)`` int32 uniform random ids (repeats and self allowed; the kernels skip them)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n, width), dtype=np.int32)
+
+
+@dataclass
+class KnnLists:
+    """Result of :func:`nn_descent`: ``sq_dist`` ``(N, k)`` float32 ascending and ``idx`` ``(N, k)`` int64 (``-1`` /
+    ``inf`` only where fewer than ``k`` other points exist), in the caller's point order; ``stats`` holds iterations,
+    updates per iteration, distance-free counters and seconds."""
+
+    sq_dist: np.ndarray
+    idx: np.ndarray
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def nn_descent(
+    x: np.ndarray,
+    k: int,
+    init: np.ndarray | None = None,
+    max_candidates: int | None = None,
+    max_iters: int = 10,
+    delta: float = 0.001,
+    seed: int = 0,
+    n_threads: int | None = None,
+    order: np.ndarray | None = None,
+) -> KnnLists:
+    """Approximate ``k`` nearest other points of every row of ``x``.
+
+    Args:
+        x: ``(N, D)`` float32, C-contiguous, finite (not checked here).
+        k: list length, ``1 <= k < N``.
+        init: optional ``(N, C)`` int candidate ids per point (``-1`` ignored; out-of-range ids are an error): the
+            starting lists are the ``k`` nearest of them (a warm start). Default: random-projection-tree windows.
+        max_candidates: ``S``, the new and the old candidates sampled per point per iteration (default
+            ``min(k, 32)``). More: fewer iterations, more work per iteration.
+        max_iters: iteration cap (default 10).
+        delta: stop when an iteration inserts fewer than ``delta * N * k`` entries (default 0.001, the paper's).
+        seed: seeds the tree and the candidate sampling.
+        n_threads: threads of the joins (default ``numba.get_num_threads()``); results do not depend on it.
+        order: optional processing order (a permutation of ``range(N)``); default the tree's leaf order.
+    """
+    t0 = time.perf_counter()
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k: expected 1 <= k < {n} (the number of points), got {k}")
+    threads = n_threads if n_threads is not None else numba.get_num_threads()
+    perm = spatial_order(x, seed) if order is None else np.asarray(order, dtype=np.int64)
+    xs = np.ascontiguousarray(x[perm])
+    pos = np.empty(n, dtype=np.int64)
+    pos[perm] = np.arange(n)
+    if init is None:
+        cand = np.concatenate([window_candidates(n, k + 1), random_candidates(n, k, seed)], axis=1)
+    else:
+        init = np.asarray(init)
+        if init.ndim != 2 or init.shape[0] != n:
+            raise ValueError(f"init: expected ({n}, C) candidate ids, got shape {init.shape}")
+        if init.size and (init.max() >= n or init.min() < -1):
+            raise ValueError(f"init: candidate ids must lie in [-1, {n - 1}]")
+        # Rows follow the processing order, ids too.
+        rows = init[perm]
+        cand = np.where(rows >= 0, pos[np.maximum(rows, 0)], -1).astype(np.int32)
+    nn_i = np.empty((n, k), dtype=np.int32)
+    nn_d = np.empty((n, k), dtype=np.float32)
+    nn_new = np.empty((n, k), dtype=np.uint8)
+
+    def scratch() -> np.ndarray:
+        return np.full(n, -1, dtype=np.int64)
+
+    run_rows(n, threads, scratch, lambda lo, hi, s: KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, s, 0))
+    t_init = time.perf_counter() - t0
+
+    s_cap = max(1, min(k, 32) if max_candidates is None else int(max_candidates))
+    new_i = np.empty((n, s_cap), dtype=np.int32)
+    new_p = np.empty((n, s_cap), dtype=np.uint32)
+    new_n = np.empty(n, dtype=np.int32)
+    old_i = np.empty((n, s_cap), dtype=np.int32)
+    old_p = np.empty((n, s_cap), dtype=np.uint32)
+    old_n = np.empty(n, dtype=np.int32)
+    history: list[int] = []
+    t_cand = t_join = t_emit = 0.0
+    chunk = 256  # points whose local joins fill one update buffer
+    per_block = 2 * threads
+    cap = chunk * (s_cap * (s_cap - 1) + 2 * s_cap * s_cap) + 2  # worst case of join_range's buffer
+    upd_a = np.empty((per_block, cap), dtype=np.int32)
+    upd_b = np.empty((per_block, cap), dtype=np.int32)
+    upd_d = np.empty((per_block, cap), dtype=np.float32)
+    counts = np.zeros(per_block, dtype=np.int64)
+    parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    for it in range(max_iters):
+        t1 = time.perf_counter()
+        KK.build_candidates(nn_i, nn_new, seed * 1_000_003 + it, new_i, new_p, new_n, old_i, old_p, old_n)
+        t2 = time.perf_counter()
+        updates = 0
+        for b0 in range(0, n, chunk * per_block):
+            bounds = [(lo, min(n, lo + chunk)) for lo in range(b0, min(n, b0 + chunk * per_block), chunk)]
+            counts[:] = 0
+
+            def emit(lo: int, hi: int, b0: int = b0) -> None:
+                c = (lo - b0) // chunk
+                counts[c] = KK.join_range(
+                    xs, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, upd_a[c], upd_b[c], upd_d[c]
+                )
+
+            t3 = time.perf_counter()
+            run_chunks(emit, bounds, threads)
+            t_emit += time.perf_counter() - t3
+
+            def apply(lo: int, hi: int) -> int:
+                return int(KK.apply_range(nn_i, nn_d, nn_new, upd_a, upd_b, upd_d, counts, lo, hi))
+
+            updates += sum(run_chunks(apply, parts, threads))
+        t_cand += t2 - t1
+        t_join += time.perf_counter() - t2
+        history.append(updates)
+        if updates <= delta * n * k:
+            break
+    out_i = np.empty((n, k), dtype=np.int64)
+    out_d = np.empty((n, k), dtype=np.float32)
+    valid = nn_i >= 0
+    out_i[perm] = np.where(valid, perm[np.maximum(nn_i, 0)], -1)
+    out_d[perm] = nn_d
+    stats = {
+        "iterations": float(len(history)),
+        "updates_last": float(history[-1]) if history else 0.0,
+        "history": history,
+        "seconds_init": t_init,
+        "seconds_candidates": t_cand,
+        "seconds_join": t_join,
+        "seconds_join_pairs": t_emit,
+        "seconds_total": time.perf_counter() - t0,
+    }
+    return KnnLists(out_d, out_i, stats)

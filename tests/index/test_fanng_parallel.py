@@ -1,0 +1,147 @@
+"""FanngIndex(construction="nn_descent") and warm starts (update): FANNG's graph invariants checked against NumPy
+restatements, recall against brute force, thread-count independence, refused and fallen-back warm starts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smartmine.index.exact import ExactIndex
+from smartmine.index.fanng import FanngIndex
+
+
+def clustered(n: int, d: int, n_clusters: int, seed: int = 0, spread: float = 0.4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d))
+    return (centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def brute_neighbours(x: np.ndarray, k: int) -> np.ndarray:
+    d = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
+
+
+def assert_fanng_invariants(index: FanngIndex) -> None:
+    """Every vertex: no self loop, no repeat, edges ascending, none occluded by a shorter one; every vertex found by
+    naive downhill search from the start vertex (NumPy restatements, independent of the kernels)."""
+    x = index.vertex_vectors().astype(np.float64)
+    for v in range(index.n_vertices):
+        e = index.out_edges(v)
+        assert v not in e and len(set(e.tolist())) == e.size
+        lens = ((x[e] - x[v]) ** 2).sum(axis=1)
+        assert np.all(np.diff(lens) >= -1e-4 * lens[1:])
+        dab = ((x[e][:, None, :] - x[e][None, :, :]) ** 2).sum(-1)
+        occludes = (lens[:, None] < lens[None, :] * (1 - 1e-5)) & (dab < lens[None, :] * (1 - 1e-5))
+        assert not occludes.any(), f"vertex {v} keeps an occluded edge"
+    start = index.start_vertex
+    for target in range(index.n_vertices):
+        cur, dcur = start, ((x[start] - x[target]) ** 2).sum()
+        while cur != target:
+            nb = index.out_edges(cur)
+            dn = ((x[nb] - x[target]) ** 2).sum(axis=1)
+            j = int(np.argmin(dn)) if nb.size else -1
+            if j < 0 or not (nb[j] == target or dn[j] < dcur):
+                break
+            cur, dcur = int(nb[j]), dn[j]
+        assert cur == target, f"vertex {target} not reached downhill from the start vertex"
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return clustered(1200, 16, 8)
+
+
+@pytest.fixture(scope="module")
+def index(data) -> FanngIndex:
+    return FanngIndex(seed=0, knn_k=16).build(data)
+
+
+def test_parallel_construction_keeps_fanng_invariants(index):
+    assert index.construction == "nn_descent" and index.stats_["knn_iterations"] >= 1
+    assert_fanng_invariants(index)
+
+
+def test_search_and_neighbours_recall(data, index):
+    truth = brute_neighbours(data, 10)
+    assert recall(index.search(data, 11)[1][:, 1:], truth) >= 0.9
+    d, i = index.neighbours(10)
+    assert recall(i, truth) >= 0.97
+    assert not (i == np.arange(data.shape[0])[:, None]).any()
+    np.testing.assert_allclose(d, ((data[:, None, :] - data[i]) ** 2).sum(-1), rtol=1e-4, atol=1e-5)
+    # Longer lists than construction's: a further NN-descent from them.
+    d, i = index.neighbours(24)
+    assert recall(i, brute_neighbours(data, 24)) >= 0.97 and np.all(np.diff(d, axis=1) >= 0)
+
+
+def test_independent_of_thread_count(data):
+    a = FanngIndex(seed=2, knn_k=12, n_threads=1).build(data)
+    b = FanngIndex(seed=2, knn_k=12, n_threads=3).build(data)
+    for arr_a, arr_b in zip(a.csr(), b.csr(), strict=True):
+        np.testing.assert_array_equal(arr_a, arr_b)
+    np.testing.assert_array_equal(a.vertex_of, b.vertex_of)
+    np.testing.assert_array_equal(a.neighbours(12)[1], b.neighbours(12)[1])
+
+
+def test_warm_start_keeps_invariants_and_recall(data):
+    index = FanngIndex(seed=0, knn_k=16).build(data)
+    moved = data + 0.03 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
+    index.update(moved)
+    assert index.stats_["warm_start"] == 1.0 and index.stats_["drift_recall"] >= 0.3
+    assert_fanng_invariants(index)
+    np.testing.assert_array_equal(index.vertex_vectors()[index.vertex_of], moved)  # the new vectors are indexed
+    assert recall(index.neighbours(16)[1], brute_neighbours(moved, 16)) >= 0.97
+
+
+def test_warm_start_of_other_points_is_refused_or_cold(data):
+    index = FanngIndex(seed=0, knn_k=16).build(data)
+    with pytest.raises(ValueError, match="same 1200 points"):
+        index.update(data[:1000])
+    with pytest.raises(ValueError, match="dimension"):
+        index.update(np.ascontiguousarray(data[:, :8]))
+    # Same shape but other points (rows shuffled: different ids): the drift check sees stale lists and builds cold,
+    # giving exactly the graph a fresh build of those points gives.
+    other = np.ascontiguousarray(data[np.random.default_rng(0).permutation(1200)])
+    index.update(other)
+    assert index.stats_["warm_start"] == 0.0 and index.stats_["drift_recall"] < 0.3
+    fresh = FanngIndex(seed=0, knn_k=16).build(other)
+    for arr_a, arr_b in zip(index.csr(), fresh.csr(), strict=True):
+        np.testing.assert_array_equal(arr_a, arr_b)
+    np.testing.assert_array_equal(index.neighbours(5)[1], fresh.neighbours(5)[1])
+
+
+def test_update_before_build_and_traverse_add_are_cold_builds(data):
+    small = data[:300]
+    a = FanngIndex(seed=0, construction="traverse_add").update(small)
+    b = FanngIndex(seed=0, construction="traverse_add").build(small)
+    np.testing.assert_array_equal(a.csr()[1], b.csr()[1])
+    a.update(small + 0.01)
+    assert a.stats_["warm_start"] == 0.0
+    exact = ExactIndex().update(small)  # every index accepts update (a cold build unless it can warm-start)
+    np.testing.assert_array_equal(exact.neighbours(3)[1], brute_neighbours(small, 3))
+
+
+def test_neighbours_with_duplicates_match_brute_force():
+    base = clustered(300, 6, 3, seed=4)
+    x = np.concatenate([base, base[:40], base[:10]])  # 40 points twice, 10 three times
+    index = FanngIndex(seed=0, knn_k=12).build(x)
+    assert index.n_vertices == 300
+    d, i = index.neighbours(6)
+    assert not (i == np.arange(x.shape[0])[:, None]).any()
+    true_d = np.sort(((x[:, None, :] - x[None]) ** 2).sum(-1) + np.diag(np.full(x.shape[0], np.inf)), axis=1)[:, :6]
+    np.testing.assert_allclose(d, true_d, rtol=1e-4, atol=1e-5)  # distances as brute force (ids may tie)
+    dup = np.flatnonzero((np.arange(x.shape[0]) < 40) | (np.arange(x.shape[0]) >= 300))
+    assert np.all(d[dup, 0] == 0.0)
+
+
+def test_bad_construction_options():
+    with pytest.raises(ValueError, match="construction"):
+        FanngIndex(construction="hnsw")
+    with pytest.raises(ValueError, match="knn_k"):
+        FanngIndex(knn_k=0)
+    with pytest.raises(ValueError, match="warm_min_recall"):
+        FanngIndex(warm_min_recall=0.0)
