@@ -1,0 +1,128 @@
+"""All-points k-NN (the mining self-join): exact search, smartmine's NN-descent, pynndescent, and a warm start.
+
+Data: the overlapping-class set of ``benchmarks/mining_cost.py`` (N 64-d points in classes of ~60, within-class noise
+1.0). For each N: ``ExactIndex().build(x).neighbours(k)`` (skipped above ``--exact-max``), ``nn_descent(x, k)`` (what
+``FanngIndex.neighbours`` answers from), ``pynndescent.NNDescent(x, n_neighbors=k + 1)`` (its default settings, the
+point itself dropped from its list), and a **warm start**: the embeddings move by ``--drift`` (Gaussian noise of that
+standard deviation per coordinate, 10 % of the within-class spread by default, standing in for one epoch of training)
+and ``nn_descent(x_moved, k, init=previous lists)`` runs. Recall@k on 1,000 sampled points against exact search
+(``exact_knn`` on the sample only). Each method runs ``--repeats`` times round-robin after a warm-up on 2,000 points;
+medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
+
+    python benchmarks/knn_graph.py --sizes 100000
+    python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 1
+
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(__file__))
+
+from mining_cost import clustered_labelled  # noqa: E402
+
+
+def sampled_truth(x: np.ndarray, k: int, n_sample: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sampled for recall and their exact ``k`` nearest other points."""
+    from smartmine.index.exact import exact_knn
+
+    rows = np.random.default_rng(1).choice(x.shape[0], size=min(n_sample, x.shape[0]), replace=False)
+    truth = exact_knn(x[rows], x, k + 1)[1].numpy()
+    return rows, np.array([t[t != r][:k] for r, t in zip(rows, truth, strict=True)])
+
+
+def recall(idx: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([np.intersect1d(idx[r], t).size / t.size for r, t in zip(rows, truth, strict=True)]))
+
+
+def run_exact(x: np.ndarray, k: int) -> np.ndarray:
+    from smartmine.index.exact import ExactIndex
+
+    return ExactIndex().build(x).neighbours(k)[1]
+
+
+def run_ours(x: np.ndarray, k: int, threads: int, init: np.ndarray | None = None) -> np.ndarray:
+    from smartmine.index.knn_graph import nn_descent
+
+    return nn_descent(x, k, init=init, n_threads=threads, seed=0).idx
+
+
+def run_pynndescent(x: np.ndarray, k: int, threads: int) -> np.ndarray | None:
+    try:
+        import pynndescent
+    except ImportError:
+        return None
+    idx = pynndescent.NNDescent(x, n_neighbors=k + 1, random_state=0, n_jobs=threads).neighbor_graph[0]
+    own = idx == np.arange(x.shape[0])[:, None]
+    own[~own.any(axis=1), -1] = True  # rows without themselves: drop the farthest
+    keep = ~(own & (np.cumsum(own, axis=1) == 1))
+    return idx[keep].reshape(x.shape[0], k)
+
+
+def bench_size(n: int, args: argparse.Namespace) -> None:
+    """One table block: every method at ``n`` points."""
+    x, _ = clustered_labelled(n, args.dim, 60, 1.0, seed=0)
+    moved = np.ascontiguousarray(x + args.drift * np.random.default_rng(2).normal(size=x.shape).astype(np.float32))
+    rows, truth = sampled_truth(x, args.k)
+    rows_m, truth_m = sampled_truth(moved, args.k)
+    w = x[:2000]  # warm-up: compilation / numba cache loads
+    run_ours(w, 8, args.threads)
+    run_pynndescent(w, 8, args.threads)
+    prev = run_ours(x, args.k, args.threads)
+    cases = {
+        "smartmine nn_descent": (lambda: run_ours(x, args.k, args.threads), rows, truth),
+        "pynndescent": (lambda: run_pynndescent(x, args.k, args.threads), rows, truth),
+        "smartmine nn_descent, warm start after drift": (
+            lambda: run_ours(moved, args.k, args.threads, init=prev),
+            rows_m,
+            truth_m,
+        ),
+    }
+    if n <= args.exact_max:
+        cases["exact (ExactIndex.neighbours)"] = (lambda: run_exact(x, args.k), rows, truth)
+    times: dict[str, list[float]] = {m: [] for m in cases}
+    found: dict[str, np.ndarray | None] = {}
+    for _ in range(args.repeats):
+        for m, (fn, _, _) in cases.items():
+            t = time.perf_counter()
+            found[m] = fn()
+            times[m].append(time.perf_counter() - t)
+    for m, (_, r, tr) in cases.items():
+        if found[m] is None:
+            print(f"| {n:,} | {m} | not installed | |")
+            continue
+        print(f"| {n:,} | {m} | {np.median(times[m]):.2f} | {recall(found[m], r, tr):.3f} |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--drift", type=float, default=0.1, help="per-coordinate noise of the warm-start epoch")
+    p.add_argument("--exact-max", type=int, default=200_000, help="skip exact search above this N")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    import numba
+    import torch
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"{args.dim}-d, classes of ~60, spread 1.0, k = {args.k}, {args.threads} threads, drift {args.drift}\n")
+    print("| N | method | seconds (median) | recall@k |")
+    print("|---:|---|---:|---:|")
+    for n in args.sizes:
+        bench_size(n, args)
+
+
+if __name__ == "__main__":
+    main()
