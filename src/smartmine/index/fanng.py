@@ -254,9 +254,16 @@ class FanngIndex(NeighbourIndex):
         start = int(np.argmin(((xv - centroid) ** 2).sum(axis=1)))
         return xv, vertex_of, start
 
-    def _construct(self, pts: np.ndarray, init: np.ndarray | None, warm_stats: dict | None = None) -> None:
-        """Build the graph over ``pts`` (``(N, D)`` float32); ``init``: per-point candidate point ids of a warm start
-        (``construction="nn_descent"`` only)."""
+    def _construct(
+        self,
+        pts: np.ndarray,
+        init: np.ndarray | None,
+        warm_stats: dict | None = None,
+        init_edges: np.ndarray | None = None,
+    ) -> None:
+        """Build the graph over ``pts`` (``(N, D)`` float32). Warm start (``construction="nn_descent"`` only):
+        ``init`` and ``init_edges``, per-point candidate point ids (``(N, C)``, ``-1`` padded) from the previous lists
+        and the previous graph's out-edges."""
         t0 = time.perf_counter()
         n = pts.shape[0]
         xv, vertex_of, start = self._prepare(pts)
@@ -279,7 +286,8 @@ class FanngIndex(NeighbourIndex):
             )  # fmt: skip
             knn_stats = lists.stats
             t_knn = time.perf_counter() - t1
-            nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads())
+            prev = None if init_edges is None else self._vertex_candidates(init_edges, vertex_of, nv)
+            nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads(), prev)
             # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate.
             nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
                 xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
@@ -598,12 +606,15 @@ class FanngIndex(NeighbourIndex):
         t0 = time.perf_counter()
         pts = to_numpy_f32(t, "x")
         prev = self._point_lists()
+        first = self._gmem[self._gptr[:-1]]
+        edges = self._graph_dense()[self._vertex_of]
+        prev_edges = np.where(edges >= 0, first[np.maximum(edges, 0)], -1)
         drift = _list_recall(pts, prev, self.warm_check_points, self.seed)
         check = {"drift_recall": drift, "seconds_drift_check": time.perf_counter() - t0}
         if drift < self.warm_min_recall:
             self._construct(pts, init=None, warm_stats=check)
         else:
-            self._construct(pts, init=prev, warm_stats={**check, "warm_start": 1.0})
+            self._construct(pts, init=prev, warm_stats={**check, "warm_start": 1.0}, init_edges=prev_edges)
         return self
 
 

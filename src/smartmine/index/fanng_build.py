@@ -92,11 +92,21 @@ def reverse_candidates(nbr: np.ndarray, lens: np.ndarray, deg: np.ndarray, width
 
 
 def knn_prune_graph(
-    x: np.ndarray, cand_i: np.ndarray, cand_d: np.ndarray, max_degree: int, threads: int
+    x: np.ndarray,
+    cand_i: np.ndarray,
+    cand_d: np.ndarray,
+    max_degree: int,
+    threads: int,
+    prev_edges: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps 2–3 of the module docstring: forward occlusion pruning of the candidate lists, then re-pruning with the
-    reverse edges. ``max_degree < 0``: no cap. Returns dense ``(nbr, lens, deg)`` (see :func:`prune_candidates`)."""
-    nbr, lens, deg = prune_candidates(x, cand_i, cand_d, max_degree, threads)
+    reverse edges. ``max_degree < 0``: no cap. ``prev_edges`` (warm start): ``(V, W)`` vertex ids, ``-1`` padded, the
+    previous graph's out-edges of each vertex, offered as further candidates (their long Traverse-Add edges keep the
+    graph navigable, so few random pairs fail afterwards). Returns dense ``(nbr, lens, deg)``."""
+    indptr = indices = None
+    if prev_edges is not None:
+        indptr, indices = dense_to_csr(np.sort(prev_edges, axis=1)[:, ::-1], (prev_edges >= 0).sum(axis=1))
+    nbr, lens, deg = prune_candidates(x, cand_i, cand_d, max_degree, threads, indptr, indices)
     cap = max_degree if max_degree >= 0 else nbr.shape[1]
     rev_i, rev_d = reverse_candidates(nbr, lens, deg, 2 * cap)
     indptr, indices = dense_to_csr(nbr, deg)
