@@ -1,12 +1,21 @@
 """FANNG: a directed nearest-neighbour graph searched by backtracking (Harwood & Drummond, CVPR 2016).
 
-Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine.index._fanng_kernels`):
+Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine.index._fanng_kernels`), in one of two
+ways (``construction``):
 
-1. **Traverse-Add** on random vertex pairs, from an empty graph, until the running success rate of naive downhill
+* ``"nn_descent"`` (default, ours, parallel: :mod:`smartmine.index.fanng_build`): approximate ``knn_k``-NN lists by
+  NN-descent (:mod:`smartmine.index.knn_graph`), occlusion pruning of each vertex's list, reverse edges re-pruned,
+  then steps 1, 3 and 4 below, where Traverse-Add now only repairs the pairs downhill search still misses. The lists
+  are kept: :meth:`FanngIndex.neighbours` answers from them, and :meth:`FanngIndex.update` (a new epoch's embeddings
+  of the same points) starts NN-descent from them and offers the previous graph's edges as candidates.
+* ``"traverse_add"``: the paper's construction from an empty graph, steps 1-4.
+
+1. **Traverse-Add** on random vertex pairs until the running success rate of naive downhill
    search between random pairs reaches ``target_success``. Every vertex keeps its out-edges sorted by length with none
    occluded by a shorter one (``u→v`` occludes ``u→w`` iff ``D(u,v) < D(u,w)`` and ``D(v,w) < D(u,w)``).
-2. Optional **refinement** (``refine > 0`` passes): each vertex's edges are re-chosen from its current edges plus the
-   nearest vertices that backtrack search finds for it, re-pruned by occlusion, and capped at ``max_degree``.
+2. Optional **refinement** (``refine > 0`` passes, ``"traverse_add"`` only): each vertex's edges are re-chosen from its
+   current edges plus the nearest vertices that backtrack search finds for it, re-pruned by occlusion, and capped at
+   ``max_degree``.
 3. **Reachability repair** (ours, ``ensure_reachable``): Traverse-Add(start, v) for every vertex v that downhill search
    from the start vertex misses, so that every indexed point can be found from the start.
 4. Out-degree cap: each vertex keeps its ``max_degree`` shortest edges.
