@@ -78,6 +78,23 @@ def test_search_and_neighbours_recall(data, index):
     assert recall(i, brute_neighbours(data, 24)) >= 0.97 and np.all(np.diff(d, axis=1) >= 0)
 
 
+def test_graph_is_built_on_first_use_and_lists_need_none(data):
+    index = FanngIndex(seed=0, knn_k=16).build(data)
+    assert "n_pairs" not in index.stats_ and index.stats_["knn_iterations"] >= 1
+    before = index.neighbours(16)  # the mining self-join: answered from the lists, no graph built
+    assert "n_pairs" not in index.stats_
+    index.search(data[:5], 3)
+    assert "n_pairs" in index.stats_ and index.stats_["n_unreached_downhill"] == 0
+    after = index.neighbours(16)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    # A warm start from an index whose graph was never built uses the lists alone, and keeps the invariants.
+    lists_only = FanngIndex(seed=0, knn_k=16).build(data)
+    lists_only.update(data + 0.01)
+    assert lists_only.stats_["warm_start"] == 1.0
+    assert_fanng_invariants(lists_only)
+
+
 def test_independent_of_thread_count(data):
     a = FanngIndex(seed=2, knn_k=12, n_threads=1).build(data)
     b = FanngIndex(seed=2, knn_k=12, n_threads=3).build(data)

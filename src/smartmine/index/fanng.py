@@ -177,6 +177,7 @@ class FanngIndex(NeighbourIndex):
         self.warm_pairs = bool(warm_pairs)
         self._knn_i: np.ndarray | None = None  # (V, knn_k) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
+        self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
         self.target_success = _check_fraction(target_success, "target_success")
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
@@ -212,29 +213,35 @@ class FanngIndex(NeighbourIndex):
     @property
     def start_vertex(self) -> int:
         """The vertex nearest the centroid, where :meth:`search` starts."""
+        self._ensure_graph()
         return self._start
 
     @property
     def vertex_of(self) -> np.ndarray:
         """``(N,)`` int64: the graph vertex of each indexed point (duplicates share one)."""
+        self._ensure_graph()
         return self._vertex_of
 
     def vertex_points(self, v: int) -> np.ndarray:
         """Indices of the indexed points merged into vertex ``v`` (ascending; more than one only for duplicates)."""
+        self._ensure_graph()
         return self._gmem[self._gptr[v] : self._gptr[v + 1]]
 
     def vertex_vectors(self) -> np.ndarray:
         """``(V, D)`` float32 vectors of the vertices: a read-only view of the packed search table (not contiguous)."""
+        self._ensure_graph()
         view = self._x.view()
         view.flags.writeable = False
         return view
 
     def out_edges(self, v: int) -> np.ndarray:
         """Out-neighbours (vertex ids) of vertex ``v``, ascending by edge length."""
+        self._ensure_graph()
         return self._indices[self._indptr[v] : self._indptr[v + 1]]
 
     def csr(self) -> tuple[np.ndarray, np.ndarray]:
         """The graph as CSR ``(indptr (V+1,) int64, indices (E,) int32)`` over vertex ids."""
+        self._ensure_graph()
         return self._indptr, self._indices
 
     # ------------------------------------------------------------------------------------------------------------
@@ -285,14 +292,7 @@ class FanngIndex(NeighbourIndex):
         nv = xv.shape[0]
         t_prep = time.perf_counter() - t0
 
-        window = min(self.success_window, max(1, nv * (nv - 1)))
-        max_pairs = self.max_pairs if self.max_pairs is not None else 200 * nv + 10 * window
-        max_ops = self.max_ops if self.max_ops is not None else 100 * nv + 10_000
-        cap = -1 if self.max_degree is None else self.max_degree
-
         t1 = time.perf_counter()
-        knn_stats: dict[str, float] = {}
-        lists = None
         if self.construction == "nn_descent" and nv > 1:
             cand = None if init is None else self._vertex_candidates(init, vertex_of, nv)
             lists = nn_descent(
@@ -301,11 +301,57 @@ class FanngIndex(NeighbourIndex):
             )  # fmt: skip
             knn_stats = lists.stats
             t_knn = time.perf_counter() - t1
+            # The graph is built when first needed (search or inspection): mining needs only the lists.
+            self._set_points(xv, vertex_of)
+            self._store_lists(lists, np.arange(nv))
             prev = None if init_edges is None else self._vertex_candidates(init_edges, vertex_of, nv)
+            self._pending = (xv, vertex_of, start, prev, init is not None)
+            self.stats_ = {
+                "n_points": float(n), "n_vertices": float(nv), "knn_iterations": float(knn_stats["iterations"]),
+                "warm_start": 0.0, "seconds_prepare": t_prep, "seconds_knn": t_knn,
+                **(warm_stats or {}),
+            }  # fmt: skip
+            self.stats_["seconds_total"] = time.perf_counter() - t0 + self.stats_.get("seconds_drift_check", 0.0)
+            return
+        self._pending = None
+        stats = {"seconds_prepare": t_prep, **(warm_stats or {})}
+        self._graph_stage(xv, vertex_of, start, None, None, False, stats, t0)
+
+    def _ensure_graph(self) -> None:
+        """Build the pending graph of ``construction="nn_descent"`` from the stored lists (no-op once built)."""
+        if self._pending is None:
+            return
+        xv, vertex_of, start, prev, warm = self._pending
+        self._pending = None
+        assert self._knn_i is not None and self._knn_d is not None
+        lists = KnnLists(self._knn_d, self._knn_i.astype(np.int64))
+        self._graph_stage(xv, vertex_of, start, lists, prev, warm, self.stats_, time.perf_counter())
+
+    def _graph_stage(
+        self,
+        xv: np.ndarray,
+        vertex_of: np.ndarray,
+        start: int,
+        lists: KnnLists | None,
+        prev: np.ndarray | None,
+        warm: bool,
+        stats: dict,
+        t0: float,
+    ) -> None:
+        """Construction after the k-NN lists: the graph from ``lists`` (``None``: the paper's Traverse-Add from an
+        empty graph), refinement, cap, repair, breadth-first renumbering; ``stats`` gains the graph's statistics."""
+        n, nv = vertex_of.size, xv.shape[0]
+        window = min(self.success_window, max(1, nv * (nv - 1)))
+        max_pairs = self.max_pairs if self.max_pairs is not None else 200 * nv + 10 * window
+        max_ops = self.max_ops if self.max_ops is not None else 100 * nv + 10_000
+        cap = -1 if self.max_degree is None else self.max_degree
+        t1 = time.perf_counter()
+        if lists is not None:
+            t_knn = 0.0
             nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads(), prev)
             # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate (a warm
             # start measures the rate on one window of pairs only, unless warm_pairs).
-            target = self.target_success if init is None or self.warm_pairs else 0.0
+            target = self.target_success if not warm or self.warm_pairs else 0.0
             nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
                 xv, nbr, lens, deg, -1, target, window, self.seed, max_pairs, max_ops, 0
             )
@@ -351,6 +397,7 @@ class FanngIndex(NeighbourIndex):
 
         degrees = np.diff(self._indptr)
         self.stats_ = {
+            **stats,
             "n_points": float(n),
             "n_vertices": float(nv),
             "n_pairs": float(n_pairs),
@@ -363,18 +410,15 @@ class FanngIndex(NeighbourIndex):
             "n_edges": float(self._indices.size),
             "mean_degree": float(degrees.mean()) if nv else 0.0,
             "max_degree": float(degrees.max(initial=0)),
-            "knn_iterations": float(knn_stats.get("iterations", 0.0)),
-            "warm_start": 0.0,
-            "seconds_prepare": t_prep,
-            "seconds_knn": t_knn,
             "seconds_traverse_add": t_ta,
             "seconds_refine": t_refine,
             "seconds_repair": t_repair,
             "seconds_reorder": t_order,
         }
-        if warm_stats:
-            self.stats_.update(warm_stats)
-        self.stats_["seconds_total"] = time.perf_counter() - t0 + self.stats_.get("seconds_drift_check", 0.0)
+        self.stats_.setdefault("knn_iterations", 0.0)
+        self.stats_.setdefault("warm_start", 0.0)
+        self.stats_.setdefault("seconds_knn", t_knn)
+        self.stats_["seconds_graph"] = time.perf_counter() - t0
 
     def _set_graph(
         self, xv: np.ndarray, indptr: np.ndarray, indices: np.ndarray, vertex_of: np.ndarray, start: int
@@ -398,13 +442,19 @@ class FanngIndex(NeighbourIndex):
         self._indices = new_of_old[indices[src]].astype(np.int32)
         self._indptr = new_indptr
         self._start = int(new_of_old[start])
-        self._vertex_of = new_of_old[vertex_of]
-        self._gmem = np.argsort(self._vertex_of, kind="stable").astype(np.int64)
-        self._gptr = np.zeros(nv + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self._vertex_of, minlength=nv), out=self._gptr[1:])
+        self._set_points(xv[bfs], new_of_old[vertex_of])
         self._block = K.pack_rows(xv[bfs], new_indptr, self._gptr, self._gmem)
         self._x = self._block[:, : xv.shape[1]]
         return new_of_old
+
+    def _set_points(self, xv: np.ndarray, vertex_of: np.ndarray) -> None:
+        """Store the vertex vectors and each point's vertex, with the vertices' point groups (``_gptr``/``_gmem``)."""
+        nv = xv.shape[0]
+        self._x = xv
+        self._vertex_of = vertex_of
+        self._gmem = np.argsort(vertex_of, kind="stable").astype(np.int64)
+        self._gptr = np.zeros(nv + 1, dtype=np.int64)
+        np.cumsum(np.bincount(vertex_of, minlength=nv), out=self._gptr[1:])
 
     def _store_lists(self, lists: KnnLists | None, new_of_old: np.ndarray) -> None:
         """Keep the vertices' k-NN lists (final vertex numbering) for :meth:`neighbours` and warm starts."""
@@ -537,6 +587,7 @@ class FanngIndex(NeighbourIndex):
 
     def _run(self, queries: np.ndarray, qrows: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Backtrack search of ``queries[qrows[i]]`` from vertex ``starts[i]`` for every ``i``, in parallel."""
+        self._ensure_graph()
         nq = qrows.shape[0]
         budget = self._effective_budget(k)
         ef = self._effective_ef(k)
@@ -556,6 +607,7 @@ class FanngIndex(NeighbourIndex):
         return out_d, out_i
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._ensure_graph()
         q = to_numpy_f32(queries, "queries")
         rows = np.arange(q.shape[0], dtype=np.int64)
         return self._run(q, rows, np.full(q.shape[0], self._start, dtype=np.int64), k)
@@ -624,8 +676,10 @@ class FanngIndex(NeighbourIndex):
         pts = to_numpy_f32(t, "x")
         prev = self._point_lists()
         first = self._gmem[self._gptr[:-1]]
-        edges = self._graph_dense()[self._vertex_of]
-        prev_edges = np.where(edges >= 0, first[np.maximum(edges, 0)], -1)
+        prev_edges = None
+        if self._pending is None:  # a graph was built (searched): its edges are candidates too
+            edges = self._graph_dense()[self._vertex_of]
+            prev_edges = np.where(edges >= 0, first[np.maximum(edges, 0)], -1)
         drift = _list_recall(pts, prev, self.warm_check_points, self.seed)
         check = {"drift_recall": drift, "seconds_drift_check": time.perf_counter() - t0}
         if drift < self.warm_min_recall:
