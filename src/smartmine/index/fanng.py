@@ -5,9 +5,11 @@ ways (``construction``):
 
 * ``"nn_descent"`` (default, ours, parallel: :mod:`smartmine.index.fanng_build`): approximate ``knn_k``-NN lists by
   NN-descent (:mod:`smartmine.index.knn_graph`), occlusion pruning of each vertex's list, reverse edges re-pruned,
-  then steps 1, 3 and 4 below, where Traverse-Add now only repairs the pairs downhill search still misses. The lists
-  are kept: :meth:`FanngIndex.neighbours` answers from them, and :meth:`FanngIndex.update` (a new epoch's embeddings
-  of the same points) starts NN-descent from them and offers the previous graph's edges as candidates.
+  then steps 1, 3 and 4 below, where Traverse-Add now only repairs the pairs downhill search still misses. Only the
+  lists are computed by ``build``; the graph follows on first use (a search or an inspection such as ``csr``), so
+  the mining self-join never pays for it (its warnings and ``stats_`` entries appear then). The lists are kept:
+  :meth:`FanngIndex.neighbours` answers from them, and :meth:`FanngIndex.update` (a new epoch's embeddings of the
+  same points) starts NN-descent from them and offers the previous graph's edges, if one was built, as candidates.
 * ``"traverse_add"``: the paper's construction from an empty graph, steps 1-4.
 
 1. **Traverse-Add** on random vertex pairs until the running success rate of naive downhill
