@@ -78,9 +78,37 @@ def test_auto_kappa0_starts_at_cap_and_cap_binds():
     c.update(0.1, 1.0)  # error below target: κ would halve; then the cap of a later epoch binds from above
     assert c.kappa == pytest.approx(k / 2)
     c._kappa = 100.0
-    assert c.propose(th, 0.75) == pytest.approx(1.5, rel=1e-6)
-    # No κ can fill the plan: the floor.
-    assert c.propose(thresholds([0.0, 0.0]), 0.5) == 0.1
+    capped = SteeredKappa(kappa0=100.0, kappa_min=0.1, min_share_scale=1.0)  # the plan may not shrink: the cap binds
+    assert capped.propose(th, 0.75) == pytest.approx(1.5, rel=1e-6) and capped.share_scale == 1.0
+    # No κ above the floor can fill the plan: the floor, and the full plan (the shortfall rule takes over).
+    assert c.propose(thresholds([0.0, 0.0]), 0.5) == 0.1 and c.share_scale == 1.0
+
+
+def test_kappa_above_the_cap_shrinks_the_plan_to_what_it_fills():
+    # Thresholds 0.5, 1.5, 3, 6 (equal weights). Full plan: half the anchors, cap just below 3.
+    th = thresholds([0.5, 1.5, 3.0, 6.0])
+    c = SteeredKappa(kappa0=4.0, kappa_min=0.1, min_share_scale=0.25)
+    # κ = 4 leaves only t = 6 above it: share 1/4 of anchors against 1/2 planned, so the plan halves and κ stays.
+    assert c.propose(th, 0.5) == 4.0 and c.share_scale == pytest.approx(0.5)
+    # κ = 7 leaves no anchor: the plan would vanish; it stops at 0.25 × 0.5 = 1/8 of the anchors, whose κ is just
+    # below the largest threshold, 6.
+    c._kappa = 7.0
+    k = c.propose(th, 0.5)
+    assert k == pytest.approx(6.0, rel=1e-6) and k < 6.0 and c.share_scale == 0.25
+    # Back below the cap: the full plan again.
+    c._kappa = 2.0
+    assert c.propose(th, 0.5) == 2.0 and c.share_scale == 1.0
+    # Resume keeps the scale and the floor; a state without them (written before) restores the old behaviour.
+    c._kappa = 4.0
+    c.propose(th, 0.5)
+    d = SteeredKappa()
+    d.load_state_dict(c.state_dict())
+    assert d.share_scale == pytest.approx(0.5) and d.min_share_scale == 0.25
+    old = {k: v for k, v in c.state_dict().items() if k not in ("min_share_scale", "share_scale")}
+    d.load_state_dict(old)
+    assert d.share_scale == 1.0 and d.min_share_scale == 1.0
+    with pytest.raises(ValueError, match="min_share_scale"):
+        SteeredKappa(min_share_scale=0.0)
 
 
 def test_fit_converges_on_monotone_error_curve():

@@ -227,10 +227,16 @@ class SteeredKappa:
     """κ controller that steers only what κ can change (ours; ALGORITHMS.md §3, revised).
 
     Every mined epoch: :meth:`propose` takes the epoch's thresholds ``t_a`` (:mod:`smartmine.smart.thresholds`) and
-    returns the κ to mine with, the controller's κ clamped to ``[kappa_min, min(kappa_max, cap)]``, where ``cap`` is
-    the largest κ at which the planned share of anchors still has a valid negative; with ``kappa0=None`` (``auto``)
-    the first mined epoch starts at ``cap``. After training it, :meth:`update` gets the epoch's training error and
-    fill (mined / planned):
+    returns the κ to mine with and sets :attr:`share_scale`, the factor the epoch's planned mined triplets are scaled
+    by. ``cap`` is the largest κ at which the planned share of anchors still has a valid negative; with
+    ``kappa0=None`` (``auto``) the first mined epoch starts at ``cap``. While the controller's κ is at most ``cap`` the
+    full plan is mined (``share_scale = 1``). When it asks for more than ``cap`` (the error stayed above the target
+    even at the cap: the mined triplets are too hard for this model), the plan shrinks to what that κ can fill,
+    ``share_scale = share_above(κ) / share``, the rest of the epoch being random triplets; below ``min_share_scale``
+    the plan stops shrinking and κ is capped at the κ that fills ``min_share_scale × share``. So the error is steered
+    by trading mined triplets for random ones instead of by mining fewer than planned, and the plan grows back as soon
+    as the controller's κ falls below the cap again. After training, :meth:`update` gets the epoch's training error
+    and fill (mined / planned):
 
     * an epoch that fell short (``fill < min_fill``) or counted nothing (``error is None``) does not enter the fit; κ
       is divided by ``step`` (rule ``"shortfall"``), since only a smaller κ admits more negatives;
@@ -250,6 +256,8 @@ class SteeredKappa:
         min_fill: smallest fill whose error enters the fit, in (0, 1] (default 0.8).
         step: multiplicative probing / shortfall step, > 1 (default 2).
         max_change: largest factor κ may change by in one update, >= step (default 4).
+        min_share_scale: smallest factor the planned mined share may shrink to, in (0, 1] (default 0.25; 1 keeps the
+            full plan and caps κ instead).
     """
 
     def __init__(
@@ -263,6 +271,7 @@ class SteeredKappa:
         min_fill: float = 0.8,
         step: float = 2.0,
         max_change: float = 4.0,
+        min_share_scale: float = 0.25,
     ) -> None:
         kappa_min, kappa_max, target_error, tolerance = _check_common(kappa_min, kappa_max, target_error, tolerance)
         if kappa0 is not None:
@@ -275,6 +284,8 @@ class SteeredKappa:
             raise ValueError(f"step: expected a finite value > 1, got {step}")
         if not (math.isfinite(float(max_change)) and float(max_change) >= float(step)):
             raise ValueError(f"max_change: expected a finite value >= step ({step}), got {max_change}")
+        if not (math.isfinite(float(min_share_scale)) and 0.0 < float(min_share_scale) <= 1.0):
+            raise ValueError(f"min_share_scale: expected a value in (0, 1], got {min_share_scale}")
         self.kappa0 = kappa0
         self.target_error = target_error
         self.window = check_positive_int(window, "window", minimum=2)
@@ -283,7 +294,9 @@ class SteeredKappa:
         self.min_fill = float(min_fill)
         self.step = float(step)
         self.max_change = float(max_change)
+        self.min_share_scale = float(min_share_scale)
         self._kappa: float | None = kappa0
+        self._share_scale = 1.0
         self._history: list[SteerRecord] = []
 
     @property
@@ -292,25 +305,43 @@ class SteeredKappa:
         return self._kappa
 
     @property
+    def share_scale(self) -> float:
+        """Factor in ``[min_share_scale, 1]`` that the last :meth:`propose` scaled the planned mined share by."""
+        return self._share_scale
+
+    @property
     def history(self) -> list[SteerRecord]:
         """All records, oldest first (a copy)."""
         return list(self._history)
 
     def propose(self, thresholds: KappaThresholds, share: float) -> float:
-        """The κ to mine this epoch with.
+        """The κ to mine this epoch with; also sets :attr:`share_scale`.
 
         Args:
             thresholds: the epoch's :func:`~smartmine.smart.thresholds.kappa_thresholds`.
-            share: share of anchors the plan needs mined, in [0, 1].
+            share: share of anchors the full plan needs mined, in [0, 1].
 
         Returns:
-            ``min(κ, cap)`` clamped to ``[kappa_min, kappa_max]``, ``cap = kappa_for_share(thresholds, share)``
-            (``κ = cap`` for the first epoch of ``auto``). The result becomes the controller's κ.
+            The controller's κ (``cap = kappa_for_share(thresholds, share)`` for the first epoch of ``auto``), clamped
+            to ``[kappa_min, kappa_max]``. Above ``cap`` the plan shrinks to ``share_scale = share_above(κ) / share``;
+            where that is below ``min_share_scale``, κ is lowered to ``kappa_for_share(thresholds, min_share_scale ×
+            share)`` instead. With ``min_share_scale = 1``, or a ``cap`` below ``kappa_min`` (no κ above the floor
+            fills the plan), κ is capped at ``cap`` and the plan kept. The result becomes the controller's κ.
         """
+        share = float(share)
         cap = kappa_for_share(thresholds, share)
-        kappa = cap if self._kappa is None else min(self._kappa, cap)
+        kappa, scale = (cap, 1.0) if self._kappa is None else (self._kappa, 1.0)
+        if kappa > cap:
+            if share > 0.0 and cap >= self.kappa_min and self.min_share_scale < 1.0:
+                scale = thresholds.share_above(kappa) / share
+                if scale < self.min_share_scale:
+                    scale = self.min_share_scale
+                    kappa = kappa_for_share(thresholds, scale * share)
+                scale = min(scale, 1.0)
+            else:  # the plan may not shrink, or no κ above the floor fills it (the shortfall rule lowers κ)
+                kappa = cap
         kappa = float(min(max(kappa, self.kappa_min), self.kappa_max))
-        self._kappa = kappa
+        self._kappa, self._share_scale = kappa, float(scale)
         return kappa
 
     def update(self, error: float | None, fill: float) -> float:
@@ -362,7 +393,9 @@ class SteeredKappa:
             "min_fill": self.min_fill,
             "step": self.step,
             "max_change": self.max_change,
+            "min_share_scale": self.min_share_scale,
             "kappa": self._kappa,
+            "share_scale": self._share_scale,
             "history": [asdict(r) for r in self._history],
         }
 
@@ -372,12 +405,15 @@ class SteeredKappa:
             raise ValueError(f"state: not a SteeredKappa state (kind {state.get('kind')!r})")
         keys = ("kappa0", "target_error", "window", "kappa_min", "kappa_max", "tolerance", "min_fill", "step",
                 "max_change")  # fmt: skip
-        fresh = SteeredKappa(**{k: state[k] for k in keys})
+        # States written before the plan could shrink lack min_share_scale / share_scale: they resume with the full
+        # plan (min_share_scale 1 reproduces the old behaviour exactly).
+        fresh = SteeredKappa(**{k: state[k] for k in keys}, min_share_scale=state.get("min_share_scale", 1.0))
         kappa = state["kappa"]
         if kappa is not None and not (fresh.kappa_min <= float(kappa) <= fresh.kappa_max):
             raise ValueError(f"state['kappa']: {kappa} lies outside [{fresh.kappa_min}, {fresh.kappa_max}]")
         self.__dict__.update(fresh.__dict__)
         self._kappa = None if kappa is None else float(kappa)
+        self._share_scale = float(state.get("share_scale", 1.0))
         self._history = [SteerRecord(**r) for r in state["history"]]
 
     def __repr__(self) -> str:

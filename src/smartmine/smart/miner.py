@@ -152,7 +152,9 @@ class SmartMiner:
             ``(plan, stats)``; ``stats`` holds ``epoch``, ``warmup``, ``kappa`` (the κ used, ``None`` in warm-up),
             ``k``, ``anchors_with_negatives``, ``anchors_mined``, ``anchors_without_positive``,
             ``available_mined`` (triplets Algorithm 1 produced), ``mined_triplets``, ``random_triplets``,
-            ``shortfall`` (requested mined triplets replaced by random ones), ``mined_planned``, ``random_positives``,
+            ``shortfall`` (requested mined triplets replaced by random ones), ``mined_planned``, ``mined_fraction``
+            (the planned mined share of the epoch: ``mined_fraction`` times the steered controller's
+            ``share_scale``; ``None`` in warm-up), ``random_positives``,
             ``kappa_cap`` (largest κ at which the planned share of anchors has a valid negative), ``t_q10`` /
             ``t_q50`` / ``t_q90`` (quantiles of the thresholds ``t_a``), ``list_recall`` (``None`` when unchecked),
             ``index_seconds``, ``search_seconds``, ``selection_seconds``.
@@ -178,6 +180,7 @@ class SmartMiner:
         }  # fmt: skip
 
         selection = None
+        share_scale = 1.0  # the steered controller shrinks the plan when its κ exceeds the cap
         if not self.is_warmup(epoch):
             if embeddings is None:
                 raise ValueError(f"embeddings: required for mined epoch {epoch} (warm-up ends at {self.warmup_epochs})")
@@ -198,6 +201,7 @@ class SmartMiner:
             need = min(1.0, 1.1 * round(self.mined_fraction * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:
                 kappa = self.controller.propose(thresholds, need)
+                share_scale = self.controller.share_scale
             else:
                 kappa = self.kappa
             t_q = thresholds.quantiles((0.1, 0.5, 0.9))
@@ -228,11 +232,11 @@ class SmartMiner:
                 index_seconds=t1 - t0, search_seconds=t2 - t1, check_seconds=t_checks - t2,
                 selection_seconds=t3 - t_checks,
             )  # fmt: skip
-        fraction = 0.0 if selection is None else self.mined_fraction
+        fraction = 0.0 if selection is None else self.mined_fraction * share_scale
         plan = build_epoch_plan(selection, lab, num_triplets, fraction, rng)
         planned = plan.num_mined_requested or 0
         stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall,
-                     mined_planned=planned)  # fmt: skip
+                     mined_planned=planned, mined_fraction=None if selection is None else fraction)  # fmt: skip
         self._last_plan_mined = selection is not None
         self._last_fill = plan.num_mined / planned if planned else 1.0
         self.last_selection = selection

@@ -129,6 +129,9 @@ class MiningConfig:
     """Epochs of random triplets before smart mining starts."""
     mined_fraction: float = 0.5
     """Fraction p of each epoch's triplets that are mined (the rest random)."""
+    min_share_scale: float = 0.25
+    """Steered controller: when the training error stays above the target even at the largest κ that fills the plan,
+    the planned mined share shrinks (down to this factor of ``mined_fraction``) so that κ can rise; 1 never shrinks."""
     selection: str = "semihard"
     """semihard (default, ours: random listed positive, nearest negative with D²(a,n) > κ·D²(a,p); κ = 1 is semi-hard
     over the training set) | strict (Algorithm 1, the paper) | margin_aware (ours: keep mining triplets that still
@@ -338,6 +341,8 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise ConfigError(f"{key}: must lie in [0, 1], got {_get(cfg, key)}")
     m = cfg.mining
+    if not 0.0 < m.min_share_scale <= 1.0:
+        raise ConfigError(f"mining.min_share_scale: must lie in (0, 1], got {m.min_share_scale}")
     if m.samples_per_class < 2:
         raise ConfigError(f"mining.samples_per_class: must be >= 2 to form positive pairs, got {m.samples_per_class}")
     if isinstance(m.kappa, str) and m.kappa != "auto":
