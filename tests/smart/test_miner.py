@@ -213,6 +213,31 @@ def test_steered_auto_kappa_fills_the_plan_and_reports_thresholds():
     assert stats["list_recall"] == pytest.approx(1.0)  # brute-force lists are exact
 
 
+def test_steered_kappa_above_the_cap_plans_fewer_mined_triplets():
+    # The controller asks for a κ above the cap (its error stayed above the target there): the epoch plans only what
+    # that κ can fill, re-derived from the same lists, and the rest of the epoch is random.
+    from smartmine.smart.controller import SteeredKappa
+    from smartmine.smart.thresholds import kappa_for_share, kappa_thresholds
+
+    x, y = clustered(spread=0.9)
+    ref = BruteForceIndex()
+    ref.build(x)
+    d2, nbr = ref.neighbours(64)
+    th = kappa_thresholds(nbr, d2, y, "semihard")
+    need = 1.1 * 80 / 160
+    kappa = float(th.quantiles((0.8,))[0])  # leaves about 20 % of anchors mineable, against 55 % needed
+    assert kappa > kappa_for_share(th, need)
+    miner = SmartMiner(index_factory=BruteForceIndex, k=64, kappa_controller=SteeredKappa(kappa0=kappa, kappa_min=0.1),
+                       warmup_epochs=0, mined_fraction=0.5, selection="semihard", list_recall_sample=0)  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    scale = th.share_above(kappa) / need
+    assert 0.25 < scale < 1.0 and stats["kappa"] == kappa
+    assert stats["mined_fraction"] == pytest.approx(0.5 * scale)
+    assert stats["mined_planned"] == round(0.5 * scale * 160) < 80
+    assert stats["mined_triplets"] + stats["random_triplets"] == 160
+    assert stats["mined_triplets"] >= 0.8 * stats["mined_planned"]  # the smaller plan fills
+
+
 def test_steered_epoch_that_mines_nothing_still_moves_the_controller():
     # k = 1 and every nearest neighbour of another class: no list holds a positive, nothing can be mined.
     from smartmine.smart.controller import SteeredKappa, training_error
@@ -250,3 +275,36 @@ def test_steered_state_round_trip_resumes_identically():
     assert sa["kappa"] == sb["kappa"]
     np.testing.assert_array_equal(np.stack([pa.a, pa.p, pa.n]), np.stack([pb.a, pb.p, pb.n]))
     assert a.update_error(0.4) == b.update_error(0.4)
+
+
+class _ShuffledListsIndex(BruteForceIndex):
+    """Exact distances to the wrong points: every list is a fixed random permutation of other points."""
+
+    def _neighbours(self, k):
+        d2, idx = super()._neighbours(self._n - 1)
+        rng = np.random.default_rng(0)
+        cols = np.stack([rng.permutation(self._n - 1)[:k] for _ in range(self._n)])
+        pick = np.take_along_axis(idx, cols, axis=1)
+        dist = np.take_along_axis(d2, cols, axis=1)
+        order = np.argsort(dist, axis=1)
+        return np.take_along_axis(dist, order, axis=1), np.take_along_axis(pick, order, axis=1)
+
+
+class _ShuffledNNDescent(_ShuffledListsIndex):
+    construction = "nn_descent"
+
+
+@pytest.mark.parametrize(("index_cls", "remedy"), [(_ShuffledListsIndex, "use mining.index=exact"),
+                                                   (_ShuffledNNDescent, "mining.index_options.knn_iters")])
+def test_poor_neighbour_lists_warn_and_name_the_option_that_governs_them(index_cls, remedy):
+    x, y = clustered(spread=0.9)
+    miner = SmartMiner(index_factory=index_cls, k=16, adaptive=False, kappa=1.0, warmup_epochs=0,
+                       selection="semihard", list_recall_sample=64)  # fmt: skip
+    with pytest.warns(UserWarning, match="recall") as caught:
+        _, stats = miner.plan_epoch(x, y, 0)
+    assert stats["list_recall"] < 0.5  # 16 random points out of 159 hold about 10 % of the true 16 nearest
+    assert remedy in str(caught[0].message)
+    exact = SmartMiner(index_factory=BruteForceIndex, k=16, adaptive=False, kappa=1.0, warmup_epochs=0,
+                       selection="semihard", list_recall_sample=64)  # fmt: skip
+    _, stats = exact.plan_epoch(x, y, 0)
+    assert stats["list_recall"] == pytest.approx(1.0)

@@ -64,7 +64,7 @@ class SmartMiner:
         seed: base seed; the randomness of epoch ``e`` depends only on ``(seed, e)``, so plans are reproducible and
             identical on every distributed rank that passes the same embeddings.
         list_recall_sample: points whose lists are checked against exact search every mined epoch (default 256;
-            0 turns the check off). Below 0.9 a warning names ``mining.index_options.search_budget``.
+            0 turns the check off). Below 0.9 a warning names the index option that governs the lists.
         scale_search_budget: raise an index's ``search_budget`` (FANNG) to ``10 × k`` when smaller (default True;
             pass False when the user fixed the budget).
 
@@ -205,7 +205,7 @@ class SmartMiner:
             else:
                 kappa = self.kappa
             t_q = thresholds.quantiles((0.1, 0.5, 0.9))
-            cap = _finite_or_none(kappa_for_share(thresholds, need))
+            cap = _finite_or_none(kappa_for_share(thresholds, need))  # recorded for every controller, fixed κ too
             stats.update(kappa_cap=cap, t_q10=t_q[0], t_q50=t_q[1], t_q90=t_q[2])
             if self.list_recall_sample:
                 recall = neighbour_list_recall(emb, nbr, np.random.default_rng([self.seed, epoch, 1]),
@@ -214,7 +214,7 @@ class SmartMiner:
                 if recall < LIST_RECALL_WARNING:
                     warnings.warn(
                         f"epoch {epoch}: the neighbour lists reach recall {recall:.2f} against exact search (below "
-                        f"{LIST_RECALL_WARNING}); raise mining.index_options.search_budget or use mining.index=exact",
+                        f"{LIST_RECALL_WARNING}); {_list_recall_remedy(index)}",
                         stacklevel=2,
                     )
             t_checks = time.perf_counter()
@@ -283,6 +283,17 @@ class SmartMiner:
             f"SmartMiner(kappa={self.kappa}, adaptive={self.adaptive}, k={self.k}, warmup_epochs={self.warmup_epochs}"
             f", mined_fraction={self.mined_fraction:g}, selection={self.selection!r})"
         )
+
+
+def _list_recall_remedy(index: NeighbourIndex) -> str:
+    """What to change when an index's neighbour lists fall short: the option that governs them."""
+    if getattr(index, "construction", None) == "nn_descent":
+        return "raise mining.index_options.knn_iters (NN-descent lists) or use mining.index=exact"
+    if hasattr(index, "search_budget"):
+        return "raise mining.index_options.search_budget or use mining.index=exact"
+    if hasattr(index, "ef_search"):
+        return "raise mining.index_options.ef_search or use mining.index=exact"
+    return "use mining.index=exact"
 
 
 def _finite_or_none(x: float) -> float | None:

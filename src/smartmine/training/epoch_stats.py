@@ -47,7 +47,7 @@ class EpochStats:
 def summary(row: dict) -> str:
     """The one-line log of a finished epoch; a mined epoch also shows the error against its target, κ with the
     thresholds ``t_a`` (10/50/90 % quantiles), mined against planned triplets and the recall of the neighbour lists,
-    e.g. ``err 0.52/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2040/2040 | lists 0.99``."""
+    e.g. ``err 0.52/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2040/2040 (50% of triplets) | lists 0.99``."""
     parts = [f"epoch {int(row['epoch'])}", f"loss {row['loss']:.4f}"]
     if row.get("train_error") is not None:
         target = row.get("target_error")
@@ -57,7 +57,9 @@ def summary(row: dict) -> str:
         t_a = f" (t_a {'/'.join(f'{q:.3g}' for q in quantiles)})" if None not in quantiles else ""
         parts.append(f"κ {row['kappa']:.3g}{t_a}")
     if row.get("mined_planned"):
-        parts.append(f"mined {int(row.get('mined_triplets') or 0)}/{int(row['mined_planned'])}")
+        share = row.get("mined_fraction")  # the planned mined share; it shrinks when κ is raised past the cap
+        of = f" ({share:.0%} of triplets)" if share is not None else ""
+        parts.append(f"mined {int(row.get('mined_triplets') or 0)}/{int(row['mined_planned'])}{of}")
     if row.get("list_recall") is not None:
         parts.append(f"lists {row['list_recall']:.2f}")
     for key in ("recall@1", "map@r", "nmi"):
