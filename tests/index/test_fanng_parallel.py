@@ -162,3 +162,47 @@ def test_bad_construction_options():
         FanngIndex(knn_k=0)
     with pytest.raises(ValueError, match="warm_min_recall"):
         FanngIndex(warm_min_recall=0.0)
+
+
+def test_threads_searching_a_fresh_index_wait_for_the_lazy_graph(monkeypatch):
+    # nn_descent builds the graph on first search. Slow that build down so a second thread arrives while it runs: it
+    # must wait for the finished graph (same answers as one thread alone), and the graph is built exactly once.
+    import threading
+    import time
+
+    x = clustered(600, 8, 6, seed=3)
+    q = clustered(40, 8, 6, seed=4)
+    reference = FanngIndex(seed=1, n_threads=1)
+    reference.build(x)
+    ref_d, ref_i = reference.search(q, 5)
+
+    index = FanngIndex(seed=1, n_threads=1)
+    index.build(x)
+    builds = []
+    original = FanngIndex._graph_stage
+
+    def slow_stage(self, *args, **kwargs):
+        builds.append(threading.get_ident())
+        time.sleep(0.3)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FanngIndex, "_graph_stage", slow_stage)
+    results, errors = {}, []
+
+    def worker(name):
+        try:
+            results[name] = index.search(q, 5)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+    for i, t in enumerate(threads):
+        t.start()
+        if i == 0:
+            time.sleep(0.05)  # the first thread is inside the slowed build when the others arrive
+    for t in threads:
+        t.join()
+    assert not errors and len(builds) == 1
+    for d, i in results.values():
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_allclose(d, ref_d, rtol=1e-6)

@@ -91,6 +91,7 @@ class _Scratch:
 
 
 CONSTRUCTIONS = ("nn_descent", "traverse_add")
+_GRAPH_LOCK = threading.RLock()  # one lazy graph build at a time (module-level: instances stay picklable)
 
 
 class FanngIndex(NeighbourIndex):
@@ -180,6 +181,7 @@ class FanngIndex(NeighbourIndex):
         self._knn_i: np.ndarray | None = None  # (V, knn_k) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
         self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
+        self._graph_in_progress = False  # set while the lazy build runs (its own calls must not start it again)
         self.target_success = _check_fraction(target_success, "target_success")
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
@@ -323,11 +325,20 @@ class FanngIndex(NeighbourIndex):
         """Build the pending graph of ``construction="nn_descent"`` from the stored lists (no-op once built)."""
         if self._pending is None:
             return
-        xv, vertex_of, start, prev, warm = self._pending
-        self._pending = None
-        assert self._knn_i is not None and self._knn_d is not None
-        lists = KnnLists(self._knn_d, self._knn_i.astype(np.int64))
-        self._graph_stage(xv, vertex_of, start, lists, prev, warm, self.stats_, time.perf_counter())
+        # Threads that search a fresh index at once: the first builds, the others wait for it; ``_pending`` is cleared
+        # only once the graph is complete, so nobody searches a half-built graph.
+        with _GRAPH_LOCK:
+            if self._pending is None or self._graph_in_progress:  # built meanwhile, or called from the build itself
+                return
+            xv, vertex_of, start, prev, warm = self._pending
+            assert self._knn_i is not None and self._knn_d is not None
+            lists = KnnLists(self._knn_d, self._knn_i.astype(np.int64))
+            self._graph_in_progress = True
+            try:
+                self._graph_stage(xv, vertex_of, start, lists, prev, warm, self.stats_, time.perf_counter())
+                self._pending = None
+            finally:
+                self._graph_in_progress = False
 
     def _graph_stage(
         self,
