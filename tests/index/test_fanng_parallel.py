@@ -142,6 +142,46 @@ def test_update_before_build_and_traverse_add_are_cold_builds(data):
     np.testing.assert_array_equal(exact.neighbours(3)[1], brute_neighbours(small, 3))
 
 
+def test_build_warm_from_saved_lists_repeats_update(data):
+    # A resumed run has only the saved lists, not the index object: a fresh index warm-built from them must give
+    # exactly what update() on the live index gives (mining never searches the graph, so update has no edges either).
+    moved = data + 0.03 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
+    live = FanngIndex(seed=0, knn_k=16).build(data)
+    live.neighbours(24)  # mining asks for longer lists than knn_k: they are what is saved
+    saved = live.warm_lists()
+    assert saved.shape == (1200, 24) and saved.dtype == np.int64
+    np.testing.assert_array_equal(saved, live.neighbours(24)[1])  # point ids, no duplicates here
+    live.update(moved)
+    resumed = FanngIndex(seed=0, knn_k=16).build_warm(moved, saved.astype(np.int32))
+    assert resumed.stats_["warm_start"] == 1.0 and resumed.size == 1200 and resumed.dim == data.shape[1]
+    np.testing.assert_array_equal(resumed.neighbours(24)[1], live.neighbours(24)[1])
+    assert_fanng_invariants(resumed)
+    # None: a cold build, identical to build().
+    cold = FanngIndex(seed=0, knn_k=16).build_warm(moved, None)
+    assert cold.stats_["warm_start"] == 0.0
+    np.testing.assert_array_equal(cold.neighbours(5)[1], FanngIndex(seed=0, knn_k=16).build(moved).neighbours(5)[1])
+
+
+def test_build_warm_refuses_lists_of_other_points(data):
+    index = FanngIndex(seed=0, knn_k=16)
+    lists = FanngIndex(seed=0, knn_k=16).build(data).warm_lists()
+    with pytest.raises(ValueError, match="1000 rows, but x has 1200 points"):
+        index.build_warm(data, lists[:1000])
+    with pytest.raises(ValueError, match=r"point ids must lie in \[-1, 1200\)"):
+        index.build_warm(data, np.where(lists == lists.max(), 5000, lists))
+    with pytest.raises(ValueError, match="integer array"):
+        index.build_warm(data, lists.astype(np.float32))
+    assert index.size == 0  # nothing was built by a refused call
+    # Indexes that keep no lists: warm_lists is None and build_warm validates, then builds cold.
+    exact = ExactIndex()
+    with pytest.raises(ValueError, match="rows"):
+        exact.build_warm(data[:300], lists)
+    exact.build_warm(data[:300], lists[:300] % 300)
+    assert exact.warm_lists() is None
+    np.testing.assert_array_equal(exact.neighbours(3)[1], brute_neighbours(data[:300], 3))
+    assert FanngIndex(construction="traverse_add").warm_lists() is None
+
+
 def test_neighbours_with_duplicates_match_brute_force():
     base = clustered(300, 6, 3, seed=4)
     x = np.concatenate([base, base[:40], base[:10]])  # 40 points twice, 10 three times

@@ -56,6 +56,19 @@ class NeighbourIndex(abc.ABC):
         check; this default is a cold :meth:`build`. Returns ``self``."""
         return self.build(x)
 
+    def warm_lists(self) -> np.ndarray | None:
+        """``(N, K)`` int64 point ids (``-1`` padded) that a later :meth:`build_warm` over moved points can start from,
+        e.g. saved with a checkpoint; ``None`` (this default) when the index keeps nothing reusable."""
+        return None
+
+    def build_warm(self, x: ArrayLike, lists: ArrayLike | None) -> NeighbourIndex:
+        """Index the rows of ``x`` starting from ``lists``, the :meth:`warm_lists` of an index over the same ``N``
+        points before they moved (row ``i`` the same point); ``None`` or an index that cannot reuse them (this
+        default) builds cold. ``lists`` are checked either way: ``(N, K)`` integers in ``[-1, N)``. Returns
+        ``self``."""
+        check_warm_lists(lists, x)
+        return self.build(x)
+
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest indexed points of every query.
 
@@ -102,6 +115,24 @@ class NeighbourIndex(abc.ABC):
 
     @abc.abstractmethod
     def _neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def check_warm_lists(lists: ArrayLike | None, x: ArrayLike) -> np.ndarray | None:
+    """``lists`` as an ``(N, K)`` int64 array for :meth:`NeighbourIndex.build_warm` over ``x`` (``None`` passes)."""
+    if lists is None:
+        return None
+    arr = np.asarray(lists.cpu() if hasattr(lists, "cpu") else lists)
+    n = int(x.shape[0])
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"lists: expected an (N, K) integer array of point ids, got shape {arr.shape} {arr.dtype}")
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"lists: {arr.shape[0]} rows, but x has {n} points; warm lists must come from an index over the same "
+            "points (row i the same point)"
+        )
+    if arr.size and (arr.min() < -1 or arr.max() >= n):
+        raise ValueError(f"lists: point ids must lie in [-1, {n}), got {arr.min()}..{arr.max()}")
+    return arr.astype(np.int64, copy=False)
 
 
 def drop_self(sq_dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

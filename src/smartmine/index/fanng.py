@@ -54,7 +54,7 @@ from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_embeddings, check_positive_int
 from smartmine.index import _fanng_kernels as K
 from smartmine.index import _knn_kernels as KK
-from smartmine.index.base import NeighbourIndex, drop_self, to_numpy_f32
+from smartmine.index.base import NeighbourIndex, check_warm_lists, drop_self, to_numpy_f32
 from smartmine.index.fanng_build import dense_to_csr, knn_prune_graph
 from smartmine.index.knn_graph import KnnLists, nn_descent, spatial_order
 
@@ -685,14 +685,38 @@ class FanngIndex(NeighbourIndex):
             )
         if t.shape[1] != self._dim:
             raise ValueError(f"x: dimension {t.shape[1]} does not match the index dimension {self._dim}")
-        t0 = time.perf_counter()
-        pts = to_numpy_f32(t, "x")
         prev = self._point_lists()
         first = self._gmem[self._gptr[:-1]]
         prev_edges = None
         if self._pending is None:  # a graph was built (searched): its edges are candidates too
             edges = self._graph_dense()[self._vertex_of]
             prev_edges = np.where(edges >= 0, first[np.maximum(edges, 0)], -1)
+        return self._warm_build(t, prev, prev_edges)
+
+    def warm_lists(self) -> np.ndarray | None:
+        """The k-NN lists of the last build as ``(N, K)`` int64 point ids (``-1`` padded), for a later
+        :meth:`build_warm`; ``None`` with ``construction="traverse_add"`` or before any build."""
+        if self._n == 0 or self._knn_i is None:
+            return None
+        return self._point_lists().astype(np.int64)
+
+    def build_warm(self, x: ArrayLike, lists: ArrayLike | None) -> FanngIndex:
+        """A fresh build over ``x`` whose NN-descent starts from ``lists`` (the :meth:`warm_lists` of an index over
+        the same points before they moved, e.g. restored from a checkpoint), with :meth:`update`'s drift check and
+        cold fallback. Unlike :meth:`update` it depends only on ``(x, lists)``, not on this object's history, so a run
+        resumed from saved lists repeats the uninterrupted one. ``None`` or ``construction="traverse_add"``: a cold
+        :meth:`build`. Wrong-shaped lists or ids out of range raise ``ValueError``."""
+        t = check_embeddings(x, "x", min_rows=1)
+        prev = check_warm_lists(lists, t)
+        if prev is None or self.construction != "nn_descent":
+            return self.build(t)
+        self._n, self._dim = int(t.shape[0]), int(t.shape[1])
+        return self._warm_build(t, prev, None)
+
+    def _warm_build(self, t: torch.Tensor, prev: np.ndarray, prev_edges: np.ndarray | None) -> FanngIndex:
+        """Drift check of ``prev`` (per-point ids) under the new points ``t``, then a warm or a cold construction."""
+        t0 = time.perf_counter()
+        pts = to_numpy_f32(t, "x")
         drift = _list_recall(pts, prev, self.warm_check_points, self.seed)
         check = {"drift_recall": drift, "seconds_drift_check": time.perf_counter() - t0}
         if drift < self.warm_min_recall:

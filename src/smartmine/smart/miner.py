@@ -67,6 +67,10 @@ class SmartMiner:
             0 turns the check off). Below 0.9 a warning names the index option that governs the lists.
         scale_search_budget: raise an index's ``search_budget`` (FANNG) to ``10 × k`` when smaller (default True;
             pass False when the user fixed the budget).
+        warm_start: start each mined epoch's index from the previous mined epoch's neighbour lists when the index
+            can (:meth:`~smartmine.index.base.NeighbourIndex.build_warm`: FANNG's NN-descent, with a drift check that
+            falls back to a cold build); default True. The lists are part of :meth:`state_dict`, so resume stays
+            exact.
 
     Attributes:
         last_selection: the :class:`~smartmine.smart.selection.SelectionResult` of the last mined epoch (``None``
@@ -89,6 +93,7 @@ class SmartMiner:
         seed: int = 0,
         list_recall_sample: int = 256,
         scale_search_budget: bool = True,
+        warm_start: bool = True,
     ) -> None:
         if not callable(index_factory):
             raise ValueError("index_factory: expected a zero-argument callable returning a NeighbourIndex")
@@ -120,6 +125,8 @@ class SmartMiner:
         self.seed = check_positive_int(seed, "seed", minimum=0)
         self.list_recall_sample = check_positive_int(list_recall_sample, "list_recall_sample", minimum=0)
         self.scale_search_budget = bool(scale_search_budget)
+        self.warm_start = bool(warm_start)
+        self._warm_lists: np.ndarray | None = None  # (N, K) point ids of the last mined epoch's lists
         self._last_plan_mined = False
         self._last_fill = 1.0
         self.last_selection = None
@@ -157,6 +164,8 @@ class SmartMiner:
             ``share_scale``; ``None`` in warm-up), ``random_positives``,
             ``kappa_cap`` (largest κ at which the planned share of anchors has a valid negative), ``t_q10`` /
             ``t_q50`` / ``t_q90`` (quantiles of the thresholds ``t_a``), ``list_recall`` (``None`` when unchecked),
+            ``warm_start`` (1.0 when the index started from the previous epoch's lists, else 0.0; ``None`` in
+            warm-up), ``drift_recall`` (their recall under the new embeddings, ``None`` without a warm start),
             ``index_seconds``, ``search_seconds``, ``selection_seconds``.
 
         Raises:
@@ -175,7 +184,8 @@ class SmartMiner:
         stats: dict[str, Any] = {
             "epoch": epoch, "warmup": True, "kappa": None, "k": None, "anchors_with_negatives": 0,
             "anchors_mined": 0, "anchors_without_positive": None, "available_mined": 0, "random_positives": 0,
-            "kappa_cap": None, "t_q10": None, "t_q50": None, "t_q90": None, "list_recall": None,
+            "kappa_cap": None, "t_q10": None, "t_q50": None, "t_q90": None, "list_recall": None, "warm_start": None,
+            "drift_recall": None,
             "index_seconds": 0.0, "search_seconds": 0.0, "selection_seconds": 0.0,
         }  # fmt: skip
 
@@ -190,13 +200,18 @@ class SmartMiner:
             k = min(self.k, n - 1) if self.k is not None else default_k(lab)
             t0 = time.perf_counter()
             index = self.index_factory()
-            index.build(emb)
+            warm = self.warm_start and self._warm_lists is not None and self._warm_lists.shape[0] == n
+            index.build_warm(emb, self._warm_lists) if warm else index.build(emb)
             budget = getattr(index, "search_budget", None)
             if self.scale_search_budget and isinstance(budget, int) and budget < BUDGET_PER_NEIGHBOUR * k:
                 index.search_budget = BUDGET_PER_NEIGHBOUR * k
             t1 = time.perf_counter()
             sq_dist, nbr = index.neighbours(k)
             t2 = time.perf_counter()
+            self._warm_lists = index.warm_lists() if self.warm_start else None
+            index_stats = getattr(index, "stats_", None) or {}
+            stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
+                         drift_recall=index_stats.get("drift_recall"))  # fmt: skip
             thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
             need = min(1.0, 1.1 * round(self.mined_fraction * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:
@@ -268,6 +283,8 @@ class SmartMiner:
             "seed": self.seed,
             "last_plan_mined": self._last_plan_mined,
             "last_fill": self._last_fill,
+            # int32 halves the checkpoint's share (ids < 2^31); None when warm start is off or nothing was mined yet.
+            "warm_lists": None if self._warm_lists is None else torch.from_numpy(self._warm_lists.astype(np.int32)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,6 +294,9 @@ class SmartMiner:
         self.seed = check_positive_int(state["seed"], "state['seed']", minimum=0)
         self._last_plan_mined = bool(state["last_plan_mined"])
         self._last_fill = float(state.get("last_fill", 1.0))
+        lists = state.get("warm_lists")
+        self._warm_lists = None if lists is None else np.asarray(lists.cpu() if hasattr(lists, "cpu") else lists,
+                                                                 dtype=np.int64)  # fmt: skip
 
     def __repr__(self) -> str:
         return (

@@ -118,6 +118,9 @@ class MiningConfig:
     controller: str = "steered"
     """steered (ours: fits only epochs that mined their plan, keeps κ where mining can fill it) | legacy (the paper's
     controller and a fixed FANNG budget, exactly as before the steered controller)."""
+    warm_start: bool = True
+    """Start each mined epoch's index from the previous epoch's neighbour lists where the index can (FANNG's
+    NN-descent; a drift check falls back to a cold build). The lists are saved in checkpoints: resume stays exact."""
     list_recall_sample: int = 256
     """Points whose neighbour lists are checked against exact search every mined epoch (0: off)."""
     target_error: float = 0.5
