@@ -97,6 +97,22 @@ def test_killed_after_first_checkpoint_then_resumed_matches_uninterrupted(refere
     assert metric_rows(tmp_path / "killed") == metric_rows(reference_run)
 
 
+def test_warm_started_fanng_mining_resumes_exactly(tmp_path: Path) -> None:
+    # FANNG warm-starts epoch 3's lists from epoch 2's; killed after epoch 2's checkpoint, the resumed run must
+    # rebuild them from the lists saved in the checkpoint and end exactly where the uninterrupted run ends.
+    fanng = {"index": "fanng", "index_options": {"knn_k": 16}}
+    ref = write_config(tmp_path, tiny(tmp_path, "ref_fanng", mining=fanng))
+    assert run_cli("train", str(ref), "--no-report").returncode == 0
+    rows = read_metrics_csv(tmp_path / "ref_fanng" / "metrics.csv")
+    assert [r.get("warm_start") for r in rows] == [None, 0.0, 1.0] and rows[2]["drift_recall"] > 0.3
+    cfg = write_config(tmp_path, tiny(tmp_path, "killed_fanng", mining=fanng))
+    proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "after_checkpoint:2"})
+    assert proc.returncode == -signal.SIGKILL
+    resumed = run_cli("train", str(cfg), "--resume", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    assert metric_rows(tmp_path / "killed_fanng") == metric_rows(tmp_path / "ref_fanng")
+
+
 def test_killed_mid_epoch_then_resumed_matches_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, tiny(tmp_path, "killed2"))
     proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "batch:3:2"})
