@@ -238,6 +238,9 @@ def _row_subset(row: dict) -> dict:
         "t_q90",
         "list_recall",
         "target_error",
+        "mined_fraction",
+        "warm_start",
+        "drift_recall",
     )
     return {k: float(row[k]) for k in keep if row.get(k) is not None}
 

@@ -164,9 +164,11 @@ def summarize(results_dir: Path) -> str:
     for name, res in runs.items():
         if not any(r["rows"][-1].get("kappa") is not None for r in res):
             continue
-        lines += ["", f"`{name}` per epoch (mean over seeds): κ, training error, mined / planned, t_a median, "
-                  "list recall, Recall@1", "", "| epoch | κ | error | mined/planned | t_a q50 | list recall | R@1 |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", f"`{name}` per epoch (mean over seeds): κ, training error, mined / planned, planned mined share "
+                  "of the epoch's triplets, t_a median, list recall, index seconds (warm-started epochs / all), "
+                  "Recall@1", "",
+                  "| epoch | κ | error | mined/planned | mined share | t_a q50 | list recall | index s (warm) | R@1 |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         n = min(len(r["rows"]) for r in res)
         for e in range(n):
             rows = [r["rows"][e] for r in res]
@@ -181,9 +183,12 @@ def summarize(results_dir: Path) -> str:
             def fmt(v: float | None, spec: str = ".3g") -> str:
                 return "–" if v is None else format(v, spec)
 
+            warm = [row.get("warm_start") for row in rows if row.get("warm_start") is not None]
+            index_s = fmt(mean("index_seconds"), ".2f") + (f" ({int(sum(warm))}/{len(warm)})" if warm else "")
             lines.append(
                 f"| {e + 1} | {fmt(mean('kappa'))} | {fmt(mean('train_error'), '.3f')} | {fill} | "
-                f"{fmt(mean('t_q50'))} | {fmt(mean('list_recall'), '.2f')} | {fmt(mean('recall@1'), '.3f')} |"
+                f"{fmt(mean('mined_fraction'), '.2f')} | {fmt(mean('t_q50'))} | {fmt(mean('list_recall'), '.2f')} | "
+                f"{index_s if mean('kappa') is not None else '–'} | {fmt(mean('recall@1'), '.3f')} |"
             )
     return "\n".join(lines) + "\n"
 
