@@ -1,0 +1,242 @@
+"""Smart mining on real photos, on a CPU: an embedding head trained over frozen ImageNet features of cub100.
+
+Fine-tuning EfficientNet-Lite0 on cub100 takes a GPU; the reduced CPU fine-tuning run of docs/BENCHMARKS.md (128 px,
+4 epochs) ends *below* the untrained features, so it measures damage, not learning. Here the backbone is frozen: every
+image of ``--data-root`` is embedded once (test-time resize and centre crop, 1280-d, the offline ImageNet weights,
+cached in ``--features``), and a head (MLP 1280 → 512 → 64, L2-normalised) is trained on the 50 training classes with
+the library's own parts — ``SmartMiner`` and the steered controller from the config (``builders.build_smart_miner``),
+the configured loss (``builders.build_loss``), the in-batch miners, the P×K sampler — and evaluated on the 50 unseen
+classes with ``retrieval_metrics``. Same features, head initialisation (per seed), optimiser (AdamW 1e-3, weight
+decay 1e-4) and epochs for every configuration:
+
+- ``random_global``: ratio triplet + global loss on uniformly random dataset-wide triplets (one per training image);
+- ``smart_default``: the shipped smart mining (semihard, steered κ from ``auto``, FANNG lists, warm start), one
+  random warm-up epoch, ratio triplet + global loss;
+- ``smart_paper``: the paper's system (strict Algorithm 1, its adaptive controller from κ₀ = 16), same loss;
+- ``margin_dw``: our margin loss (learned β) + distance-weighted sampling on P×K = 16 × 4 batches;
+- ``pml_margin_dw``: pytorch-metric-learning's ``MarginLoss`` + ``DistanceWeightedMiner`` on the same batches.
+
+Dataset-wide configurations see one triplet per training image per epoch (64 triplets a batch); in-batch ones one pass
+over the images per epoch. Not a substitute for the GPU study (a frozen backbone is another regime), but real photos,
+several seeds, minutes on two cores::
+
+    python benchmarks/cub100_frozen.py --seeds 0 1 2          # features cached on the first run (~5 min at 224 px)
+    python benchmarks/cub100_frozen.py --aggregate-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
+
+CONFIGS = ("random_global", "smart_default", "smart_paper", "margin_dw", "pml_margin_dw")
+METRICS = ("recall@1", "map@r", "nmi")
+
+
+def load_features(path: Path, data_root: str, image_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(features (N, 1280), labels (N,), n_train)``: train split first; computed once and cached in ``path``."""
+    if not path.exists():
+        from cub100_embeddings import backbone_features
+        from smartmine.training import builders
+        from smartmine.training.config import config_from_dict
+
+        cfg = config_from_dict({"data": {"name": "cub100", "root": data_root, "image_size": image_size,
+                                         "augment": False}})  # fmt: skip
+        n_train = len(builders.build_datasets(cfg).train_eval)
+        feats, labels = backbone_features(data_root, image_size, 64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, features=feats.astype(np.float32), labels=labels, n_train=n_train, image_size=image_size)
+    z = np.load(path)
+    return z["features"], z["labels"], int(z["n_train"])
+
+
+def base_config(name: str, seed: int):
+    from smartmine.training.config import config_from_dict
+
+    raw: dict = {
+        "seed": seed,
+        "loss": {"name": "ratio_triplet", "margin": 0.2, "global_weight": 1.0},
+        "mining": {"strategy": "smart", "index": "fanng", "warmup_epochs": 1, "triplets_per_batch": 64},
+    }
+    if name == "random_global":
+        raw["mining"]["warmup_epochs"] = 10**6  # never leaves the random warm-up
+    elif name == "smart_paper":
+        raw["mining"].update(selection="strict", controller="legacy", kappa=16.0, error_counts="all")
+    elif name in ("margin_dw", "pml_margin_dw"):
+        raw["loss"] = {"name": "margin", "margin": 0.2, "beta": 1.2, "global_weight": 0.0}
+        raw["mining"] = {"strategy": "distance_weighted", "classes_per_batch": 16, "samples_per_class": 4}
+    return config_from_dict(raw)
+
+
+class Head(torch.nn.Module):
+    """MLP over frozen features, L2-normalised output."""
+
+    def __init__(self, dim_in: int, dim_out: int = 64, hidden: int = 512) -> None:
+        super().__init__()
+        layers = [torch.nn.Linear(dim_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, dim_out)]
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.net(x), dim=1)
+
+
+def evaluate(head: Head, feats: torch.Tensor, labels: np.ndarray, seed: int) -> dict:
+    from smartmine.evaluation import retrieval_metrics
+
+    with torch.no_grad():
+        emb = head(feats)
+    out = retrieval_metrics(emb, labels, ks=(1,), compute_nmi=True, seed=seed)
+    return {k: float(out[k]) for k in METRICS}
+
+
+def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int) -> dict:
+    from smartmine.smart.controller import training_error
+    from smartmine.training import builders
+
+    torch.manual_seed(seed)
+    cfg = base_config(name, seed)
+    xt, yt = torch.from_numpy(x[:n_train]), torch.from_numpy(y[:n_train])
+    xe, ye = torch.from_numpy(x[n_train:]), y[n_train:]
+    head = Head(x.shape[1])
+    num_classes = int(np.unique(y[:n_train]).size)
+    if name == "pml_margin_dw":
+        import peers
+
+        loss_fn, miner = peers.build_peer(name, cfg, num_classes)
+    else:
+        objective = builders.build_loss(cfg, num_classes)
+        loss_fn = objective
+    params = list(head.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    rows, t_start = [], time.perf_counter()
+    smart = cfg.mining.strategy == "smart"
+    if smart:
+        sm = builders.build_smart_miner(cfg, torch.device("cpu"))
+    else:
+        from smartmine.data.samplers import PKBatchSampler
+
+        sampler = PKBatchSampler(yt.numpy(), 16, 4, seed=seed)
+        in_batch = None if name == "pml_margin_dw" else builders.build_in_batch_miner(cfg, seed)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        row: dict = {"epoch": epoch + 1}
+        if smart:
+            with torch.no_grad():
+                emb_all = head(xt)
+            plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
+            row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
+            order = np.arange(len(plan))
+            losses, mined = [], []
+            for lo in range(0, len(plan), 64):
+                sl = order[lo : lo + 64]
+                idx = np.concatenate([plan.a[sl], plan.p[sl], plan.n[sl]])
+                uniq, inv = np.unique(idx, return_inverse=True)
+                m = len(sl)
+                trip = tuple(torch.from_numpy(inv[i * m : (i + 1) * m]) for i in range(3))
+                emb = head(xt[uniq])
+                lab = yt[uniq]
+                loss = objective(emb, lab, trip)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    losses.append(objective.active(emb.detach(), lab, trip).float())
+                mined.append(torch.from_numpy(plan.is_mined[sl]))
+            active, is_mined = torch.cat(losses), torch.cat(mined)
+            count = cfg.mining.error_counts
+            err = training_error(active, is_mined, count=count) if not sm.is_warmup(epoch) else None
+            row["train_error"] = err
+            sm.update_error(err)
+        else:
+            sampler.set_epoch(epoch)
+            for batch in sampler:
+                b = torch.as_tensor(batch)
+                emb, lab = head(xt[b]), yt[b]
+                if name == "pml_margin_dw":
+                    loss = loss_fn(emb, lab, miner(emb, lab))
+                else:
+                    loss = loss_fn(emb, lab, in_batch(emb.detach(), lab))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        row["train_seconds"] = time.perf_counter() - t0
+        row.update(evaluate(head, xe, ye, seed))
+        rows.append(row)
+        print(f"{name} seed {seed} epoch {epoch + 1} | " + " | ".join(
+            f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"), flush=True)  # fmt: skip
+    return {"config": name, "seed": seed, "epochs": epochs, "run_seconds": time.perf_counter() - t_start,
+            "rows": rows}  # fmt: skip
+
+
+def summarize(results: Path, baseline: dict | None) -> str:
+    runs: dict[str, list[dict]] = {}
+    for f in sorted(results.glob("*__seed*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault(r["config"], []).append(r)
+    lines = ["Final epoch, ×100, mean ± sample std over seeds; best epoch in brackets (mean curve).", "",
+             "| configuration | seeds | MAP@R | Recall@1 | NMI | best mean R@1 (epoch) | s/run |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    if baseline:
+        lines.append(f"| untrained features (1280-d, no head) | – | {100 * baseline['map@r']:.1f} | "
+                     f"{100 * baseline['recall@1']:.1f} | {100 * baseline['nmi']:.1f} | – | – |")  # fmt: skip
+    for name in CONFIGS:
+        res = runs.get(name)
+        if not res:
+            continue
+
+        def cell(key: str, res: list[dict] = res) -> str:
+            v = [100 * r["rows"][-1][key] for r in res]
+            return f"{statistics.fmean(v):.1f}" + (f" ± {statistics.stdev(v):.1f}" if len(v) > 1 else "")
+
+        curve = np.mean([[row["recall@1"] for row in r["rows"]] for r in res], axis=0)
+        secs = statistics.fmean(r["run_seconds"] for r in res)
+        lines.append(f"| {name} | {len(res)} | {cell('map@r')} | {cell('recall@1')} | {cell('nmi')} | "
+                     f"{100 * curve.max():.1f} ({int(curve.argmax()) + 1}) | {secs:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "cub100"))
+    p.add_argument("--features", default=str(REPO / ".devdata" / "cub100_lite0_features_224.npz"))
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "cub100_frozen"))
+    p.add_argument("--aggregate-only", action="store_true")
+    args = p.parse_args(argv)
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    x, y, n_train = load_features(Path(args.features), args.data_root, args.image_size)
+    base_path = results / "baseline.json"
+    if not base_path.exists():
+        from smartmine.evaluation import retrieval_metrics
+
+        out = retrieval_metrics(torch.from_numpy(x[n_train:]), y[n_train:], ks=(1,), compute_nmi=True, seed=0)
+        base_path.write_text(json.dumps({k: float(out[k]) for k in METRICS}, indent=1))
+    if not args.aggregate_only:
+        torch.set_num_threads(2)
+        for seed in args.seeds:
+            for name in args.configs:
+                res = run_one(name, seed, x, y, n_train, args.epochs)
+                (results / f"{name}__seed{seed}.json").write_text(json.dumps(res, indent=1))
+    text = (f"cub100, EfficientNet-Lite0 ImageNet features at {args.image_size} px (frozen), MLP head 1280-512-64, "
+            f"{n_train} training images of 50 classes, {len(y) - n_train} test images of 50 unseen classes.\n\n"
+            + summarize(results, json.loads(base_path.read_text())))  # fmt: skip
+    (results / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
