@@ -79,11 +79,14 @@ def base_config(name: str, seed: int):
 
 
 class Head(torch.nn.Module):
-    """MLP over frozen features, L2-normalised output."""
+    """MLP (``hidden > 0``) or linear map over frozen features, L2-normalised output."""
 
     def __init__(self, dim_in: int, dim_out: int = 64, hidden: int = 512) -> None:
         super().__init__()
-        layers = [torch.nn.Linear(dim_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, dim_out)]
+        if hidden > 0:
+            layers = [torch.nn.Linear(dim_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, dim_out)]
+        else:
+            layers = [torch.nn.Linear(dim_in, dim_out)]
         self.net = torch.nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +102,7 @@ def evaluate(head: Head, feats: torch.Tensor, labels: np.ndarray, seed: int) -> 
     return {k: float(out[k]) for k in METRICS}
 
 
-def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int) -> dict:
+def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int, hidden: int) -> dict:
     from smartmine.smart.controller import training_error
     from smartmine.training import builders
 
@@ -107,7 +110,7 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
     cfg = base_config(name, seed)
     xt, yt = torch.from_numpy(x[:n_train]), torch.from_numpy(y[:n_train])
     xe, ye = torch.from_numpy(x[n_train:]), y[n_train:]
-    head = Head(x.shape[1])
+    head = Head(x.shape[1], hidden=hidden)
     num_classes = int(np.unique(y[:n_train]).size)
     if name == "pml_margin_dw":
         import peers
@@ -174,8 +177,8 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
         rows.append(row)
         print(f"{name} seed {seed} epoch {epoch + 1} | " + " | ".join(
             f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"), flush=True)  # fmt: skip
-    return {"config": name, "seed": seed, "epochs": epochs, "run_seconds": time.perf_counter() - t_start,
-            "rows": rows}  # fmt: skip
+    return {"config": name, "seed": seed, "epochs": epochs, "hidden": hidden,
+            "run_seconds": time.perf_counter() - t_start, "rows": rows}  # fmt: skip
 
 
 def summarize(results: Path, baseline: dict | None) -> str:
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--hidden", type=int, default=512, help="hidden width of the MLP head; 0: a linear head")
     p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "cub100_frozen"))
     p.add_argument("--aggregate-only", action="store_true")
     args = p.parse_args(argv)
@@ -229,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(2)
         for seed in args.seeds:
             for name in args.configs:
-                res = run_one(name, seed, x, y, n_train, args.epochs)
+                res = run_one(name, seed, x, y, n_train, args.epochs, args.hidden)
                 (results / f"{name}__seed{seed}.json").write_text(json.dumps(res, indent=1))
-    text = (f"cub100, EfficientNet-Lite0 ImageNet features at {args.image_size} px (frozen), MLP head 1280-512-64, "
+    head = f"MLP head 1280-{args.hidden}-64" if args.hidden else "linear head 1280-64"
+    text = (f"cub100, EfficientNet-Lite0 ImageNet features at {args.image_size} px (frozen), {head}, "
             f"{n_train} training images of 50 classes, {len(y) - n_train} test images of 50 unseen classes.\n\n"
             + summarize(results, json.loads(base_path.read_text())))  # fmt: skip
     (results / "summary.md").write_text(text)
