@@ -347,3 +347,28 @@ def test_poor_neighbour_lists_warn_and_name_the_option_that_governs_them(index_c
                        selection="semihard", list_recall_sample=64)  # fmt: skip
     _, stats = exact.plan_epoch(x, y, 0)
     assert stats["list_recall"] == pytest.approx(1.0)
+
+
+def test_fanng_lists_are_built_at_the_mining_length_unless_the_user_fixed_it():
+    # knn_k below k would build short lists and extend them with a second NN-descent pass; the miner raises it to k
+    # before the build (never lowers it), and leaves it alone when told the user set it.
+    from smartmine.index.fanng import FanngIndex
+    from smartmine.training.builders import build_smart_miner
+    from smartmine.training.config import config_from_dict
+
+    x, y = clustered(n_classes=10, per_class=30, dim=8, spread=0.9)
+    for match, knn_k, expected in ((True, 8, 40), (False, 8, 8), (True, 64, 64)):
+        made = []
+
+        def factory(knn_k=knn_k, made=made):
+            made.append(FanngIndex(seed=0, knn_k=knn_k))
+            return made[-1]
+
+        miner = SmartMiner(index_factory=factory, k=40, adaptive=False, kappa=1.0, warmup_epochs=0,
+                           selection="semihard", match_list_length=match)  # fmt: skip
+        _, stats = miner.plan_epoch(x, y, 0)
+        assert made[0].knn_k == expected and stats["list_recall"] >= 0.9
+    base = {"mining": {"strategy": "smart", "index": "fanng"}}
+    assert build_smart_miner(config_from_dict(base), torch.device("cpu")).match_list_length
+    base["mining"]["index_options"] = {"knn_k": 16}
+    assert not build_smart_miner(config_from_dict(base), torch.device("cpu")).match_list_length

@@ -174,6 +174,7 @@ def build_smart_miner(cfg: RunConfig, device: torch.device):
         list_recall_sample=0 if legacy else m.list_recall_sample,
         # The legacy system kept FANNG's fixed budget; a budget the user set is never raised.
         scale_search_budget=not legacy and "search_budget" not in m.index_options,
+        match_list_length="knn_k" not in m.index_options,
         warm_start=m.warm_start,
     )
 
