@@ -117,8 +117,7 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
 
         loss_fn, miner = peers.build_peer(name, cfg, num_classes)
     else:
-        objective = builders.build_loss(cfg, num_classes)
-        loss_fn = objective
+        loss_fn = builders.build_loss(cfg, num_classes)
     params = list(head.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
     rows, t_start = [], time.perf_counter()
@@ -138,24 +137,23 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
                 emb_all = head(xt)
             plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
             row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
-            order = np.arange(len(plan))
-            losses, mined = [], []
+            active_parts, mined_parts = [], []
             for lo in range(0, len(plan), 64):
-                sl = order[lo : lo + 64]
+                sl = slice(lo, lo + 64)
                 idx = np.concatenate([plan.a[sl], plan.p[sl], plan.n[sl]])
                 uniq, inv = np.unique(idx, return_inverse=True)
-                m = len(sl)
+                m = len(plan.a[sl])
                 trip = tuple(torch.from_numpy(inv[i * m : (i + 1) * m]) for i in range(3))
                 emb = head(xt[uniq])
                 lab = yt[uniq]
-                loss = objective(emb, lab, trip)
+                loss = loss_fn(emb, lab, trip)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    losses.append(objective.active(emb.detach(), lab, trip).float())
-                mined.append(torch.from_numpy(plan.is_mined[sl]))
-            active, is_mined = torch.cat(losses), torch.cat(mined)
+                    active_parts.append(loss_fn.active(emb.detach(), lab, trip).float())
+                mined_parts.append(torch.from_numpy(plan.is_mined[sl]))
+            active, is_mined = torch.cat(active_parts), torch.cat(mined_parts)
             count = cfg.mining.error_counts
             err = training_error(active, is_mined, count=count) if not sm.is_warmup(epoch) else None
             row["train_error"] = err

@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from knn_helpers import brute_neighbours, clustered, recall
 
 from smartmine.index.exact import ExactIndex
 from smartmine.index.fanng import FanngIndex
 
-
-def clustered(n: int, d: int, n_clusters: int, seed: int = 0, spread: float = 0.4) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, d))
-    return (centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
-
-
-def brute_neighbours(x: np.ndarray, k: int) -> np.ndarray:
-    d = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    return np.argsort(d, axis=1, kind="stable")[:, :k]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
+SPREAD = 0.4  # noise of the clustered test points
 
 
 def assert_fanng_invariants(index: FanngIndex) -> None:
@@ -53,7 +40,7 @@ def assert_fanng_invariants(index: FanngIndex) -> None:
 
 @pytest.fixture(scope="module")
 def data() -> np.ndarray:
-    return clustered(1200, 16, 8)
+    return clustered(1200, 16, 8, spread=SPREAD)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +170,7 @@ def test_build_warm_refuses_lists_of_other_points(data):
 
 
 def test_neighbours_with_duplicates_match_brute_force():
-    base = clustered(300, 6, 3, seed=4)
+    base = clustered(300, 6, 3, seed=4, spread=SPREAD)
     x = np.concatenate([base, base[:40], base[:10]])  # 40 points twice, 10 three times
     index = FanngIndex(seed=0, knn_k=12).build(x)
     assert index.n_vertices == 300
@@ -210,8 +197,8 @@ def test_threads_searching_a_fresh_index_wait_for_the_lazy_graph(monkeypatch):
     import threading
     import time
 
-    x = clustered(600, 8, 6, seed=3)
-    q = clustered(40, 8, 6, seed=4)
+    x = clustered(600, 8, 6, seed=3, spread=SPREAD)
+    q = clustered(40, 8, 6, seed=4, spread=SPREAD)
     reference = FanngIndex(seed=1, n_threads=1)
     reference.build(x)
     ref_d, ref_i = reference.search(q, 5)

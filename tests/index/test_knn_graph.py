@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from knn_helpers import brute_neighbours, clustered, recall
 
 from smartmine.index.knn_graph import nn_descent, spatial_order, window_candidates
 
-
-def clustered(n: int, d: int, n_clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, d))
-    return (centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
-
-
-def brute_lists(x: np.ndarray, k: int) -> np.ndarray:
-    d = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    return np.argsort(d, axis=1, kind="stable")[:, :k]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
+SPREAD = 0.5  # noise of the clustered test points
 
 
 @pytest.fixture(scope="module")
 def data() -> np.ndarray:
-    return clustered(1500, 12, 10)
+    return clustered(1500, 12, 10, spread=SPREAD)
 
 
 def test_recall_and_valid_lists(data):
     k = 10
     res = nn_descent(data, k, seed=0, n_threads=2)
     assert res.idx.shape == (1500, k) and res.idx.dtype == np.int64 and res.sq_dist.dtype == np.float32
-    assert recall(res.idx, brute_lists(data, k)) >= 0.97
+    assert recall(res.idx, brute_neighbours(data, k)) >= 0.97
     assert not (res.idx == np.arange(1500)[:, None]).any(), "a point lists itself"
     assert all(len(set(row)) == k for row in res.idx.tolist()), "repeated neighbour"
     assert np.all(np.diff(res.sq_dist, axis=1) >= 0)
@@ -49,7 +36,7 @@ def test_independent_of_thread_count(data):
 
 
 def test_warm_start_from_exact_lists_stays_exact(data):
-    truth = brute_lists(data, 8)
+    truth = brute_neighbours(data, 8)
     res = nn_descent(data, 8, init=truth, seed=0)
     # Lists only ever improve: starting from the exact ones, nothing changes (ties aside, there are none here).
     np.testing.assert_array_equal(np.sort(res.idx, axis=1), np.sort(truth, axis=1))
@@ -60,7 +47,7 @@ def test_warm_start_after_drift_recovers(data):
     moved = data + 0.05 * np.random.default_rng(1).normal(size=data.shape).astype(np.float32)
     prev = nn_descent(data, 10, seed=0).idx
     res = nn_descent(np.ascontiguousarray(moved), 10, init=prev, seed=0)
-    assert recall(res.idx, brute_lists(moved, 10)) >= 0.97
+    assert recall(res.idx, brute_neighbours(moved, 10)) >= 0.97
 
 
 def test_bad_arguments(data):
@@ -73,7 +60,7 @@ def test_bad_arguments(data):
 
 
 def test_spatial_order_is_a_permutation_and_windows_stay_in_range():
-    x = clustered(500, 4, 3)
+    x = clustered(500, 4, 3, spread=SPREAD)
     perm = spatial_order(x, 0)
     np.testing.assert_array_equal(np.sort(perm), np.arange(500))
     w = window_candidates(10, 4)

@@ -330,7 +330,7 @@ class SteeredKappa:
         """
         share = float(share)
         cap = kappa_for_share(thresholds, share)
-        kappa, scale = (cap, 1.0) if self._kappa is None else (self._kappa, 1.0)
+        kappa, scale = (cap if self._kappa is None else self._kappa), 1.0
         if kappa > cap:
             if share > 0.0 and cap >= self.kappa_min and self.min_share_scale < 1.0:
                 scale = thresholds.share_above(kappa) / share

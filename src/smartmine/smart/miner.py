@@ -69,8 +69,8 @@ class SmartMiner:
             pass False when the user fixed the budget).
         match_list_length: raise an index's ``knn_k`` (FANNG's NN-descent list length) to ``k`` before it builds, so
             the construction's lists are the mining lists and no second NN-descent pass extends them (default True;
-            pass False when the user fixed ``knn_k``). Measured on 4,080 × 64 points at k = 68: 1.65 s instead of
-            2.35 s per epoch, list recall 0.995 instead of 0.982.
+            pass False when the user fixed ``knn_k``); faster and with better lists (docs/BENCHMARKS.md, "Warm start
+            inside training").
         warm_start: start each mined epoch's index from the previous mined epoch's neighbour lists when the index
             can (:meth:`~smartmine.index.base.NeighbourIndex.build_warm`: FANNG's NN-descent, with a drift check that
             falls back to a cold build); default True. The lists are part of :meth:`state_dict`, so resume stays
@@ -209,8 +209,9 @@ class SmartMiner:
             knn_k = getattr(index, "knn_k", None)
             if self.match_list_length and isinstance(knn_k, int) and knn_k < k:
                 index.knn_k = k
-            warm = self.warm_start and self._warm_lists is not None and self._warm_lists.shape[0] == n
-            index.build_warm(emb, self._warm_lists) if warm else index.build(emb)
+            # Lists of another training set (a different N) are not offered; build_warm(x, None) is a cold build.
+            lists = self._warm_lists if self.warm_start else None
+            index.build_warm(emb, lists if lists is not None and lists.shape[0] == n else None)
             budget = getattr(index, "search_budget", None)
             if self.scale_search_budget and isinstance(budget, int) and budget < BUDGET_PER_NEIGHBOUR * k:
                 index.search_budget = BUDGET_PER_NEIGHBOUR * k
