@@ -59,3 +59,24 @@ def seeded_half_split(num_classes: int, split: str, seed: int) -> np.ndarray:
     half = num_classes // 2
     chosen = perm[:half] if split == "train" else perm[half:]
     return np.sort(chosen).astype(np.int64)
+
+
+def holdout_rows(labels: np.ndarray, classes: int, seed: int) -> np.ndarray:
+    """Boolean mask ``(N,)`` of the training rows whose class is held out (``data.holdout_classes``).
+
+    ``classes`` classes are drawn with ``np.random.default_rng([seed, 7])`` among those with at least two images, so
+    that every held-out class can be queried; at least two classes with two images must stay for training.
+
+    Raises:
+        ValueError: ``classes`` < 2, or too few classes with two images to hold that many out.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    ids, counts = np.unique(labels, return_counts=True)
+    eligible = ids[counts >= 2]
+    if int(classes) != classes or classes < 2 or eligible.size - classes < 2:
+        raise ValueError(
+            f"holdout_classes: {classes} cannot be held out of {eligible.size} classes with two or more images "
+            f"(at least 2 must be held out for retrieval and 2 must stay for training)"
+        )
+    chosen = np.random.default_rng([seed, 7]).choice(eligible, size=int(classes), replace=False)
+    return np.isin(labels, chosen)

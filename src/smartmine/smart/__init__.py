@@ -3,6 +3,7 @@ its triplet plan and embedding cache, and graph-composed P×K batches."""
 
 from smartmine.smart.controller import AdaptiveKappa, KappaRecord, SteeredKappa, SteerRecord, training_error
 from smartmine.smart.graph_batches import GraphPKBatchSampler, class_confusion
+from smartmine.smart.holdout import HoldoutGuard
 from smartmine.smart.miner import EmbeddingCache, SmartMiner, default_k
 from smartmine.smart.plan import TripletBatch, TripletPlan, build_epoch_plan, random_triplets
 from smartmine.smart.selection import SelectionResult, select_triplets
@@ -12,6 +13,7 @@ __all__ = [
     "AdaptiveKappa",
     "EmbeddingCache",
     "GraphPKBatchSampler",
+    "HoldoutGuard",
     "KappaThresholds",
     "KappaRecord",
     "SelectionResult",

@@ -21,6 +21,7 @@ import torch
 from smartmine._validation import ArrayLike, check_embeddings, check_labels, check_positive_int
 from smartmine.index.base import NeighbourIndex
 from smartmine.smart.controller import AdaptiveKappa, SteeredKappa
+from smartmine.smart.holdout import HoldoutGuard
 from smartmine.smart.list_recall import neighbour_list_recall
 from smartmine.smart.plan import TripletPlan, build_epoch_plan
 from smartmine.smart.selection import SELECTION_MODES, select_triplets
@@ -75,6 +76,8 @@ class SmartMiner:
             can (:meth:`~smartmine.index.base.NeighbourIndex.build_warm`: FANNG's NN-descent, with a drift check that
             falls back to a cold build); default True. The lists are part of :meth:`state_dict`, so resume stays
             exact.
+        holdout_guard: a :class:`~smartmine.smart.holdout.HoldoutGuard` whose ``scale`` multiplies the planned mined
+            share; fed by :meth:`update_holdout` (default ``None``: no held-out signal).
 
     Attributes:
         last_selection: the :class:`~smartmine.smart.selection.SelectionResult` of the last mined epoch (``None``
@@ -99,6 +102,7 @@ class SmartMiner:
         scale_search_budget: bool = True,
         match_list_length: bool = True,
         warm_start: bool = True,
+        holdout_guard: HoldoutGuard | None = None,
     ) -> None:
         if not callable(index_factory):
             raise ValueError("index_factory: expected a zero-argument callable returning a NeighbourIndex")
@@ -132,6 +136,9 @@ class SmartMiner:
         self.scale_search_budget = bool(scale_search_budget)
         self.match_list_length = bool(match_list_length)
         self.warm_start = bool(warm_start)
+        if holdout_guard is not None and not isinstance(holdout_guard, HoldoutGuard):
+            raise ValueError(f"holdout_guard: expected a HoldoutGuard or None, got {type(holdout_guard).__name__}")
+        self.holdout_guard = holdout_guard
         self._warm_lists: np.ndarray | None = None  # (N, K) point ids of the last mined epoch's lists
         self._last_plan_mined = False
         self._last_fill = 1.0
@@ -147,6 +154,17 @@ class SmartMiner:
         """The κ the next mined epoch uses (a steered κ may still be lowered by that epoch's cap); ``None`` while
         ``auto`` κ₀ waits for the first mined epoch's thresholds."""
         return self.controller.kappa if self.adaptive else self.fixed_kappa
+
+    @property
+    def guard_scale(self) -> float:
+        """The held-out guard's factor on the planned mined share (1.0 without a guard)."""
+        return 1.0 if self.holdout_guard is None else self.holdout_guard.scale
+
+    def update_holdout(self, score: float) -> float:
+        """Report the held-out score of the epoch just trained; returns the guard's scale for the next epochs."""
+        if self.holdout_guard is None:
+            raise RuntimeError("SmartMiner.update_holdout: the miner has no holdout_guard")
+        return self.holdout_guard.update(score, mined=self._last_plan_mined)
 
     def is_warmup(self, epoch: int) -> bool:
         """Whether ``epoch`` (0-based) is a random warm-up epoch."""
@@ -166,8 +184,8 @@ class SmartMiner:
             ``k``, ``anchors_with_negatives``, ``anchors_mined``, ``anchors_without_positive``,
             ``available_mined`` (triplets Algorithm 1 produced), ``mined_triplets``, ``random_triplets``,
             ``shortfall`` (requested mined triplets replaced by random ones), ``mined_planned``, ``mined_fraction``
-            (the planned mined share of the epoch: ``mined_fraction`` times the steered controller's
-            ``share_scale``; ``None`` in warm-up), ``random_positives``,
+            (the planned mined share of the epoch: ``mined_fraction`` times the held-out guard's scale
+            and the steered controller's ``share_scale``; ``None`` in warm-up), ``random_positives``,
             ``kappa_cap`` (largest κ at which the planned share of anchors has a valid negative), ``t_q10`` /
             ``t_q50`` / ``t_q90`` (quantiles of the thresholds ``t_a``), ``list_recall`` (``None`` when unchecked),
             ``warm_start`` (1.0 when the index started from the previous epoch's lists, else 0.0; ``None`` in
@@ -223,7 +241,8 @@ class SmartMiner:
             stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
                          drift_recall=index_stats.get("drift_recall"))  # fmt: skip
             thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
-            need = min(1.0, 1.1 * round(self.mined_fraction * num_triplets) / (n * self.triplets_per_anchor))
+            planned_share = self.mined_fraction * self.guard_scale
+            need = min(1.0, 1.1 * round(planned_share * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:
                 kappa = self.controller.propose(thresholds, need)
                 share_scale = self.controller.share_scale
@@ -257,7 +276,7 @@ class SmartMiner:
                 index_seconds=t1 - t0, search_seconds=t2 - t1, check_seconds=t_checks - t2,
                 selection_seconds=t3 - t_checks,
             )  # fmt: skip
-        fraction = 0.0 if selection is None else self.mined_fraction * share_scale
+        fraction = 0.0 if selection is None else self.mined_fraction * self.guard_scale * share_scale
         plan = build_epoch_plan(selection, lab, num_triplets, fraction, rng)
         planned = plan.num_mined_requested or 0
         stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall,
@@ -295,6 +314,7 @@ class SmartMiner:
             "last_fill": self._last_fill,
             # int32 halves the checkpoint's share (ids < 2^31); None when warm start is off or nothing was mined yet.
             "warm_lists": None if self._warm_lists is None else torch.from_numpy(self._warm_lists.astype(np.int32)),
+            "holdout_guard": None if self.holdout_guard is None else self.holdout_guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -304,6 +324,11 @@ class SmartMiner:
         self.seed = check_positive_int(state["seed"], "state['seed']", minimum=0)
         self._last_plan_mined = bool(state["last_plan_mined"])
         self._last_fill = float(state.get("last_fill", 1.0))
+        guard = state.get("holdout_guard")
+        if (guard is None) != (self.holdout_guard is None):
+            raise ValueError("state: the checkpoint and this miner disagree on having a holdout_guard")
+        if guard is not None:
+            self.holdout_guard.load_state_dict(guard)
         lists = state.get("warm_lists")
         self._warm_lists = None if lists is None else np.asarray(lists.cpu() if hasattr(lists, "cpu") else lists,
                                                                  dtype=np.int64)  # fmt: skip

@@ -85,6 +85,10 @@ class BatchSource(Protocol):
         """The epoch is trained (its training error, ``None`` when nothing was counted); return metrics-row entries."""
         ...
 
+    def holdout_score(self, score: float) -> dict[str, Any]:
+        """The held-out MAP@R of the epoch just trained (``data.holdout_classes``); return metrics-row entries."""
+        ...
+
     def progress(self) -> dict[str, str]:
         """Extra fields for the progress bar."""
         ...
@@ -170,6 +174,9 @@ class InBatchSource:
         if self.record is not None and self._embed_train is not None:
             self._record_probe(self._epoch, self._embed_train)
         return {}
+
+    def holdout_score(self, score: float) -> dict[str, Any]:
+        return {}  # nothing here is steered by the held-out classes
 
     def progress(self) -> dict[str, str]:
         return {}

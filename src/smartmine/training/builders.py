@@ -28,6 +28,8 @@ class Datasets:
     """Applied by the trainer to whole training batches on the device (small in-memory images)."""
     eval_batch_transform: Callable | None = None
     """Applied to whole batches of every embedding pass (small in-memory images)."""
+    holdout: torch.utils.data.Dataset | None = None
+    """The training classes set aside by ``data.holdout_classes`` (test-time transforms), or ``None``."""
 
 
 def prepare_split(cfg: RunConfig, dataset, *, train: bool) -> Callable | None:
@@ -70,6 +72,9 @@ def build_datasets(cfg: RunConfig) -> Datasets:
     train_eval = copy.copy(train)
     eval_tf = prepare_split(cfg, train_eval, train=False)
     prepare_split(cfg, test, train=False)
+    holdout = None
+    if d.holdout_classes:
+        train, train_eval, holdout = split_holdout(cfg, train, train_eval)
     return Datasets(
         train=train,
         test=test,
@@ -77,7 +82,26 @@ def build_datasets(cfg: RunConfig) -> Datasets:
         in_channels=in_channels(d.name),
         train_batch_transform=train_tf,
         eval_batch_transform=eval_tf,
+        holdout=holdout,
     )
+
+
+def split_holdout(cfg: RunConfig, *datasets):
+    """Each of ``datasets`` (the training split, any transforms) without the classes ``data.holdout_classes`` sets
+    aside, then the held-out rows of the last one: ``(*kept, held_out)``.
+
+    Raises:
+        TrainingError: the training split cannot spare that many classes (the message names the option).
+    """
+    from smartmine.data.splits import holdout_rows
+    from smartmine.data.subset import RowSubset
+
+    try:
+        held = holdout_rows(datasets[0].labels, cfg.data.holdout_classes, cfg.seed)
+    except ValueError as exc:
+        raise TrainingError(f"data.{exc} in the training split of '{cfg.data.name}'") from None
+    kept = [RowSubset(ds, np.flatnonzero(~held), split=ds.split) for ds in datasets]
+    return (*kept, RowSubset(datasets[-1], np.flatnonzero(held), split="holdout"))
 
 
 def check_against_data(cfg: RunConfig, train_labels: np.ndarray) -> None:
@@ -144,7 +168,7 @@ def index_factory(cfg: RunConfig, device: torch.device):
 
 
 def build_smart_miner(cfg: RunConfig, device: torch.device):
-    from smartmine.smart import AdaptiveKappa, SmartMiner, SteeredKappa
+    from smartmine.smart import AdaptiveKappa, HoldoutGuard, SmartMiner, SteeredKappa
 
     m = cfg.mining
     kappa0 = None if m.kappa == "auto" else float(m.kappa)
@@ -176,6 +200,7 @@ def build_smart_miner(cfg: RunConfig, device: torch.device):
         scale_search_budget=not legacy and "search_budget" not in m.index_options,
         match_list_length="knn_k" not in m.index_options,
         warm_start=m.warm_start,
+        holdout_guard=HoldoutGuard(patience=m.holdout_patience) if m.holdout_patience else None,
     )
 
 

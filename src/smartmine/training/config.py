@@ -44,6 +44,10 @@ class DataConfig:
     """fail: stop naming the file; skip: drop unreadable images when the dataset is built and count them."""
     eval_batch_size: int = 256
     """Batch size of the embedding passes (evaluation and smart mining)."""
+    holdout_classes: int = 0
+    """Training classes set aside, never trained on, and scored after every epoch (metrics ``holdout_*``; a
+    validation set that does not look at the test classes); drawn from the seed among classes with two images. 0: none.
+    ``train.best_metric: holdout_map@r`` then picks best.pt on them, ``mining.holdout_patience`` steers mining."""
 
 
 @dataclass
@@ -146,6 +150,9 @@ class MiningConfig:
     triplets_per_batch: int = 32
     triplets_per_epoch: int | None = None
     """Triplets per smart-mining epoch (None: one per training image)."""
+    holdout_patience: int = 0
+    """Smart mining: halve the planned mined share after this many mined epochs without a new best held-out MAP@R
+    (needs ``data.holdout_classes``); the share never grows back. 0 (default): off."""
 
 
 @dataclass
@@ -182,6 +189,8 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     """stop: a NaN/inf loss stops the run naming batch and term; skip: skip the batch and count it."""
     best_metric: str = "recall@1"
+    """Metric of the row that picks best.pt: a test metric (recall@1, map@r, nmi, ...; only epochs that evaluate) or
+    its held-out form (holdout_map@r, ...; every epoch, needs data.holdout_classes)."""
     progress: bool = True
 
 
@@ -243,7 +252,8 @@ POSITIVE: tuple[str, ...] = (
 )
 NON_NEGATIVE: tuple[str, ...] = (
     "data.num_workers", "mining.warmup_epochs", "loss.margin", "loss.global_weight", "optim.weight_decay",
-    "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin", "mining.list_recall_sample",
+    "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin", "mining.list_recall_sample", "data.holdout_classes",
+    "mining.holdout_patience",
 )
 FRACTIONS: tuple[str, ...] = ("mining.mined_fraction", "mining.target_error", "optim.momentum")
 
@@ -344,6 +354,15 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise ConfigError(f"{key}: must lie in [0, 1], got {_get(cfg, key)}")
     m = cfg.mining
+    if cfg.data.holdout_classes == 1:
+        raise ConfigError("data.holdout_classes: must be 0 (none) or >= 2 (retrieval needs two classes), got 1")
+    if m.holdout_patience and not (m.strategy == "smart" and cfg.data.holdout_classes):
+        raise ConfigError(
+            "mining.holdout_patience: needs mining.strategy=smart and data.holdout_classes >= 2 "
+            f"(got strategy {m.strategy!r}, holdout_classes {cfg.data.holdout_classes})"
+        )
+    if cfg.train.best_metric.startswith("holdout_") and not cfg.data.holdout_classes:
+        raise ConfigError(f"train.best_metric: '{cfg.train.best_metric}' needs data.holdout_classes >= 2")
     if not 0.0 < m.min_share_scale <= 1.0:
         raise ConfigError(f"mining.min_share_scale: must lie in (0, 1], got {m.min_share_scale}")
     if m.samples_per_class < 2:

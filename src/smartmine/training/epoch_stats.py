@@ -62,6 +62,8 @@ def summary(row: dict) -> str:
         parts.append(f"mined {int(row.get('mined_triplets') or 0)}/{int(row['mined_planned'])}{of}")
     if row.get("list_recall") is not None:
         parts.append(f"lists {row['list_recall']:.2f}")
+    if "holdout_map@r" in row:  # data.holdout_classes: the training classes set aside
+        parts.append(f"held-out map@r {row['holdout_map@r']:.4f}")
     for key in ("recall@1", "map@r", "nmi"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")

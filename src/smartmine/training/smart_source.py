@@ -132,6 +132,12 @@ class SmartTripletSource:
             out["target_error"] = self.miner.controller.target_error
         return out
 
+    def holdout_score(self, score: float) -> dict[str, Any]:
+        # Every rank scores the held-out classes itself, with identical weights: the guard stays identical everywhere.
+        if self.miner.holdout_guard is None:
+            return {}
+        return {"guard_scale": self.miner.update_holdout(score)}
+
     def progress(self) -> dict[str, str]:
         # No κ during warm-up epochs: they train on random triplets, κ plays no part.
         kappa = self.miner.kappa

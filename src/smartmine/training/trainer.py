@@ -180,13 +180,13 @@ class Trainer:
         last_metrics: dict = dict(self.history[-1]) if self.history else {}
         for epoch in range(self.start_epoch, cfg.train.epochs + 1):
             row = self._train_epoch(epoch)
-            is_best = False
             if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
-                metrics = self._evaluate(epoch)
-                row.update(metrics)
-                value = metrics.get(cfg.train.best_metric, -math.inf)
-                is_best = value > self.best_value
-                self.best_value = max(self.best_value, value)
+                row.update(self._evaluate(epoch))
+            # A test metric exists on evaluated epochs only; a held-out one (holdout_map@r) on every epoch.
+            value = row.get(cfg.train.best_metric)
+            is_best = value is not None and value > self.best_value
+            if is_best:
+                self.best_value = float(value)
             for sched in self.schedulers.values():
                 sched.step()
             self.history.append(row)
@@ -222,6 +222,10 @@ class Trainer:
         for name, value in stats.terms.items():
             row[f"loss_{name}"] = float(value) / max(stats.batches, 1)
         row.update(self.source.end_epoch(row["train_error"]))
+        if self.data.holdout is not None:
+            held = self._score_holdout()
+            row.update(held)
+            row.update(self.source.holdout_score(held["holdout_map@r"]))
         row["epoch_seconds"] = time.perf_counter() - t0
         row["images_per_second"] = images / row["epoch_seconds"] if row["epoch_seconds"] > 0 else None
         return row
@@ -272,6 +276,16 @@ class Trainer:
         out = retrieval_metrics(embeddings, labels, ks=tuple(e.ks), compute_nmi=e.compute_nmi,
                                 kmeans_backend=e.kmeans_backend, seed=self.cfg.seed)
         return {k: v for k, v in out.items() if is_retrieval_metric(k)}
+
+    def _score_holdout(self) -> dict:
+        """Retrieval metrics of the held-out training classes (``holdout_`` + name); every rank computes them."""
+        emb = embed_dataset(
+            self.model, self.data.holdout, device=self.device, batch_size=self.cfg.data.eval_batch_size,
+            num_workers=self.cfg.data.num_workers, amp=self.cfg.train.amp,
+            batch_transform=self.data.eval_batch_transform, progress=self._progress, desc="embed held-out",
+        )  # fmt: skip
+        out = self._metrics(emb, np.asarray(self.data.holdout.labels))
+        return {f"holdout_{k}": v for k, v in out.items()}
 
     def _evaluate(self, epoch: int) -> dict:
         out: dict = {}
