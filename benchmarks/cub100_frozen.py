@@ -39,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
 
-CONFIGS = ("random_global", "smart_default", "smart_paper", "margin_dw", "pml_margin_dw")
+CONFIGS = ("random_global", "smart_default", "smart_guarded", "smart_paper", "margin_dw", "pml_margin_dw")
 METRICS = ("recall@1", "map@r", "nmi")
 
 
@@ -102,16 +102,28 @@ def evaluate(head: Head, feats: torch.Tensor, labels: np.ndarray, seed: int) -> 
     return {k: float(out[k]) for k in METRICS}
 
 
-def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int, hidden: int) -> dict:
+def run_one(
+    name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int, hidden: int, holdout: int = 0
+) -> dict:
+    from smartmine.data.splits import holdout_rows
+    from smartmine.smart import HoldoutGuard
     from smartmine.smart.controller import training_error
     from smartmine.training import builders
 
     torch.manual_seed(seed)
     cfg = base_config(name, seed)
-    xt, yt = torch.from_numpy(x[:n_train]), torch.from_numpy(y[:n_train])
+    x_tr, y_tr = x[:n_train], y[:n_train]
+    xh = yh = None
+    if holdout:  # the same classes for every configuration of a seed
+        held = holdout_rows(y_tr, holdout, seed)
+        xh, yh = torch.from_numpy(x_tr[held]), y_tr[held]
+        x_tr, y_tr = x_tr[~held], np.unique(y_tr[~held], return_inverse=True)[1].astype(np.int64)
+    elif name == "smart_guarded":
+        raise SystemExit("smart_guarded needs --holdout-classes")
+    xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     xe, ye = torch.from_numpy(x[n_train:]), y[n_train:]
     head = Head(x.shape[1], hidden=hidden)
-    num_classes = int(np.unique(y[:n_train]).size)
+    num_classes = int(np.unique(y_tr).size)
     if name == "pml_margin_dw":
         import peers
 
@@ -124,6 +136,8 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
     smart = cfg.mining.strategy == "smart"
     if smart:
         sm = builders.build_smart_miner(cfg, torch.device("cpu"))
+        if name == "smart_guarded":
+            sm.holdout_guard = HoldoutGuard()  # defaults fixed before any run: patience 2, factor 0.5
     else:
         from smartmine.data.samplers import PKBatchSampler
 
@@ -171,11 +185,15 @@ def run_one(name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, ep
                 loss.backward()
                 opt.step()
         row["train_seconds"] = time.perf_counter() - t0
+        if xh is not None:
+            row.update({f"holdout_{k}": v for k, v in evaluate(head, xh, yh, seed).items()})
+            if smart and sm.holdout_guard is not None:
+                row["guard_scale"] = sm.update_holdout(row["holdout_map@r"])
         row.update(evaluate(head, xe, ye, seed))
         rows.append(row)
         print(f"{name} seed {seed} epoch {epoch + 1} | " + " | ".join(
             f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"), flush=True)  # fmt: skip
-    return {"config": name, "seed": seed, "epochs": epochs, "hidden": hidden,
+    return {"config": name, "seed": seed, "epochs": epochs, "hidden": hidden, "holdout_classes": holdout,
             "run_seconds": time.perf_counter() - t_start, "rows": rows}  # fmt: skip
 
 
@@ -184,9 +202,13 @@ def summarize(results: Path, baseline: dict | None) -> str:
     for f in sorted(results.glob("*__seed*.json")):
         r = json.loads(f.read_text())
         runs.setdefault(r["config"], []).append(r)
-    lines = ["Final epoch, ×100, mean ± sample std over seeds; best epoch in brackets (mean curve).", "",
-             "| configuration | seeds | MAP@R | Recall@1 | NMI | best mean R@1 (epoch) | s/run |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    held = any("holdout_map@r" in r["rows"][0] for rs in runs.values() for r in rs)
+    lines = ["Final epoch, ×100, mean ± sample std over seeds; best epoch in brackets (mean curve)."
+             + (" Selected: the test metrics at each run's best held-out MAP@R epoch (mean epoch in brackets)."
+                if held else ""), "",
+             "| configuration | seeds | MAP@R | Recall@1 | NMI | best mean R@1 (epoch) | s/run |"
+             + (" selected MAP@R | selected R@1 |" if held else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if held else "")]  # fmt: skip
     if baseline:
         lines.append(f"| untrained features (1280-d, no head) | – | {100 * baseline['map@r']:.1f} | "
                      f"{100 * baseline['recall@1']:.1f} | {100 * baseline['nmi']:.1f} | – | – |")  # fmt: skip
@@ -201,8 +223,15 @@ def summarize(results: Path, baseline: dict | None) -> str:
 
         curve = np.mean([[row["recall@1"] for row in r["rows"]] for r in res], axis=0)
         secs = statistics.fmean(r["run_seconds"] for r in res)
-        lines.append(f"| {name} | {len(res)} | {cell('map@r')} | {cell('recall@1')} | {cell('nmi')} | "
-                     f"{100 * curve.max():.1f} ({int(curve.argmax()) + 1}) | {secs:.0f} |")  # fmt: skip
+        line = (f"| {name} | {len(res)} | {cell('map@r')} | {cell('recall@1')} | {cell('nmi')} | "
+                f"{100 * curve.max():.1f} ({int(curve.argmax()) + 1}) | {secs:.0f} |")  # fmt: skip
+        if held:
+            picks = [max(r["rows"], key=lambda row: row["holdout_map@r"]) for r in res]
+            for key in ("map@r", "recall@1"):
+                v = [100 * p[key] for p in picks]
+                line += f" {statistics.fmean(v):.1f}" + (f" ± {statistics.stdev(v):.1f}" if len(v) > 1 else "")
+                line += f" ({statistics.fmean(p['epoch'] for p in picks):.0f}) |" if key == "recall@1" else " |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -215,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", type=int, default=512, help="hidden width of the MLP head; 0: a linear head")
+    p.add_argument("--holdout-classes", type=int, default=0,
+                   help="training classes set aside (not trained on), scored after every epoch; smart_guarded needs it")
     p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "cub100_frozen"))
     p.add_argument("--aggregate-only", action="store_true")
     args = p.parse_args(argv)
@@ -231,11 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(2)
         for seed in args.seeds:
             for name in args.configs:
-                res = run_one(name, seed, x, y, n_train, args.epochs, args.hidden)
+                res = run_one(name, seed, x, y, n_train, args.epochs, args.hidden, args.holdout_classes)
                 (results / f"{name}__seed{seed}.json").write_text(json.dumps(res, indent=1))
     head = f"MLP head 1280-{args.hidden}-64" if args.hidden else "linear head 1280-64"
     text = (f"cub100, EfficientNet-Lite0 ImageNet features at {args.image_size} px (frozen), {head}, "
-            f"{n_train} training images of 50 classes, {len(y) - n_train} test images of 50 unseen classes.\n\n"
+            f"{n_train} training images of 50 classes"
+            + (f" ({args.holdout_classes} of them held out, not trained on)" if args.holdout_classes else "")
+            + f", {len(y) - n_train} test images of 50 unseen classes.\n\n"
             + summarize(results, json.loads(base_path.read_text())))  # fmt: skip
     (results / "summary.md").write_text(text)
     print(text)

@@ -241,8 +241,10 @@ def _row_subset(row: dict) -> dict:
         "mined_fraction",
         "warm_start",
         "drift_recall",
+        "guard_scale",
     )
-    return {k: float(row[k]) for k in keep if row.get(k) is not None}
+    held = {k: float(v) for k, v in row.items() if k.startswith("holdout_") and v is not None}  # data.holdout_classes
+    return {**{k: float(row[k]) for k in keep if row.get(k) is not None}, **held}
 
 
 def run_one(name: str, seed: int, raw: dict, run_dir: Path, log: Callable[[str], None]) -> list[dict]:

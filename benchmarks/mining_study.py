@@ -9,7 +9,9 @@ Configurations (``CONFIGS``): ratio triplet + global loss on uniformly random tr
 (strict, fixed κ), + Global, + Adaptive (the paper's controller, as it was); the new default smart mining; margin +
 distance-weighted (ours; random and graph-composed batches); semi-hard + triplet (ours, in-batch); and
 pytorch-metric-learning's margin + DistanceWeightedMiner and TripletMarginLoss + TripletMarginMiner("semihard") on the
-same model and data (``benchmarks/peers.py``).
+same model and data (``benchmarks/peers.py``). With ``--holdout-classes H`` every configuration trains without ``H``
+training classes, scores them after every epoch and picks best.pt on their MAP@R; ``smart_guarded`` (the default smart
+mining + ``mining.holdout_patience: 2``) needs it.
 
 A run writes ``<results-dir>/<config>__seed<S>.json`` and is skipped when that file exists, so the study can be run
 in slices; ``--aggregate-only`` writes ``<results-dir>/summary.md`` and the curves plot. Commands: docs/BENCHMARKS.md,
@@ -70,6 +72,8 @@ CONFIGS: dict[str, dict] = {
     "semihard_triplet": _in_batch("triplet", "semihard"),
     "pml_margin_dw": {},
     "pml_triplet_semihard": {},
+    # Needs --holdout-classes: the shipped smart mining + the held-out guard (its defaults, fixed before any run).
+    "smart_guarded": {},
 }
 
 
@@ -84,13 +88,22 @@ def base_config() -> dict:
     return cub100_study._merge(raw, TASK)
 
 
-def config_for(name: str) -> dict:
+def config_for(name: str, holdout_classes: int = 0) -> dict:
+    """The resolved config of study configuration ``name``; ``holdout_classes`` > 0 sets that many training classes
+    aside (the same for every configuration of a seed) and picks best.pt on their MAP@R."""
     raw = cub100_study._merge(base_config(), CONFIGS[name])
-    if name == "smart_default":  # the shipped preset's smart-mining keys, untouched
+    if name in ("smart_default", "smart_guarded"):  # the shipped preset's smart-mining keys, untouched
         import yaml
 
         qs = yaml.safe_load((REPO / "src" / "smartmine" / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
         raw["mining"] = cub100_study._merge(qs["mining"], {"warmup_epochs": WARMUP})
+    if name == "smart_guarded":
+        if not holdout_classes:
+            raise SystemExit("smart_guarded needs --holdout-classes")
+        raw["mining"]["holdout_patience"] = 2
+    if holdout_classes:
+        raw = cub100_study._merge(raw, {"data": {"holdout_classes": holdout_classes},
+                                        "train": {"best_metric": "holdout_map@r"}})  # fmt: skip
     return raw
 
 
@@ -109,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
             if path.exists():
                 print(f"{name} seed {seed}: done already", flush=True)
                 continue
-            raw = config_for(name)
+            raw = config_for(name, args.holdout_classes)
             t0 = time.perf_counter()
             rows = cub100_study.run_one(
                 name, seed, raw, Path(args.runs_dir) / name / f"seed{seed}", lambda s: print(s, flush=True)
@@ -148,6 +161,11 @@ def summarize(results_dir: Path) -> str:
         "| configuration | seeds | MAP@R | Recall@1 | NMI | epochs to random's final R@1 | s/run |",
         "|---|---|---|---|---|---|---|",
     ]
+    held = any("holdout_map@r" in r["rows"][0] for res in runs.values() for r in res)
+    if held:  # the test metrics of the epoch each run's held-out classes pick (best.pt), next to the final ones
+        lines[0] += " Selected: the test metrics at each run's best held-out MAP@R epoch (best.pt; mean epoch)."
+        lines[2] += " selected MAP@R | selected R@1 (epoch) |"
+        lines[3] += "---|---|"
     ref = None
     if "random_global" in runs:
         ref = float(np.mean([r["rows"][-1]["recall@1"] for r in runs["random_global"]]))
@@ -159,7 +177,13 @@ def summarize(results_dir: Path) -> str:
             hit = [e + 1 for e, v in enumerate(mean) if v >= ref]
             reach = str(hit[0]) if hit else "never"
         secs = statistics.fmean(r["run_seconds"] for r in res)
-        lines.append(f"| {name} | {len(res)} | " + " | ".join(cells) + f" | {reach} | {secs:.0f} |")
+        line = f"| {name} | {len(res)} | " + " | ".join(cells) + f" | {reach} | {secs:.0f} |"
+        if held:
+            picks = [max(r["rows"], key=lambda row: row["holdout_map@r"]) for r in res]
+            line += (f" {cub100_study._mean_sd([p['map@r'] for p in picks])} |"
+                     f" {cub100_study._mean_sd([p['recall@1'] for p in picks])}"
+                     f" ({statistics.fmean(p['epoch'] for p in picks):.1f}) |")  # fmt: skip
+        lines.append(line)
     # Per-epoch controller view of the smart-mining configurations.
     for name, res in runs.items():
         if not any(r["rows"][-1].get("kappa") is not None for r in res):
@@ -227,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "mining_study"))
     ap.add_argument("--runs-dir", default="/tmp/smartmine-mining-study")
+    ap.add_argument("--holdout-classes", type=int, default=0,
+                    help="training classes set aside and scored every epoch (best.pt on them); smart_guarded needs it")
     ap.add_argument("--aggregate-only", action="store_true")
     ap.add_argument("--plot", default=str(REPO / "docs" / "mining_study_curves.png"))
     args = ap.parse_args(argv)

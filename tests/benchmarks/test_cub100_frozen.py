@@ -57,3 +57,20 @@ def test_summary_lists_configurations_and_baseline(frozen, tmp_path):
     text = frozen.summarize(tmp_path, {"recall@1": 0.5, "map@r": 0.25, "nmi": 0.75})
     assert "| untrained features (1280-d, no head) | – | 25.0 | 50.0 | 75.0 |" in text
     assert "| random_global | 1 |" in text and "smart_default" not in text
+
+
+def test_held_out_classes_are_scored_and_guard_mining(frozen, tmp_path):
+    import json
+
+    x, y, n_train = features()
+    res = frozen.run_one("smart_guarded", 0, x, y, n_train, epochs=3, hidden=0, holdout=4)
+    rows = res["rows"]
+    assert res["holdout_classes"] == 4
+    for r in rows:
+        assert 0.0 <= r["holdout_map@r"] <= 1.0 and r["guard_scale"] in (1.0, 0.5)
+    (tmp_path / "smart_guarded__seed0.json").write_text(json.dumps(res))
+    text = frozen.summarize(tmp_path, None)
+    best = max(rows, key=lambda r: r["holdout_map@r"])  # the selected epoch: best held-out MAP@R
+    assert f"| {100 * best['map@r']:.1f} | {100 * best['recall@1']:.1f} ({best['epoch']}) |" in text
+    with pytest.raises(SystemExit, match="holdout"):
+        frozen.run_one("smart_guarded", 0, x, y, n_train, epochs=1, hidden=0)

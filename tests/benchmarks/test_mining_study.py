@@ -1,0 +1,58 @@
+"""benchmarks/mining_study.py without training: every configuration resolves to a valid config, the held-out overlay,
+and the summary's selected columns (the epoch of the best held-out MAP@R)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def study():
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("mining_study")
+
+
+def test_every_configuration_is_a_valid_config(study):
+    from smartmine.training.config import config_from_dict
+
+    for name in study.CONFIGS:
+        if name == "smart_guarded":
+            continue
+        cfg = config_from_dict(study.config_for(name))
+        assert cfg.data.holdout_classes == 0 and cfg.train.best_metric == "recall@1"
+    with pytest.raises(SystemExit, match="holdout"):
+        study.config_for("smart_guarded")
+
+
+def test_holdout_overlay(study):
+    from smartmine.training.config import config_from_dict
+
+    guarded = config_from_dict(study.config_for("smart_guarded", 17))
+    default = config_from_dict(study.config_for("smart_default", 17))
+    assert guarded.mining.holdout_patience == 2 and default.mining.holdout_patience == 0
+    for cfg in (guarded, default):
+        assert cfg.data.holdout_classes == 17 and cfg.train.best_metric == "holdout_map@r"
+    same = {k: v for k, v in vars(guarded.mining).items() if k != "holdout_patience"}
+    assert same == {k: v for k, v in vars(default.mining).items() if k != "holdout_patience"}
+
+
+def test_summary_reports_the_epoch_the_held_out_classes_pick(study, tmp_path):
+    rows = [{"epoch": e, "recall@1": r, "map@r": m, "nmi": 0.5, "holdout_map@r": h}
+            for e, r, m, h in [(1, 0.5, 0.2, 0.30), (2, 0.6, 0.3, 0.35), (3, 0.7, 0.25, 0.32)]]  # fmt: skip
+    for seed in (0, 1):
+        (tmp_path / f"random_global__seed{seed}.json").write_text(json.dumps(
+            {"config": "random_global", "seed": seed, "machine": "test", "run_seconds": 1.0, "rows": rows}))
+    text = study.summarize(tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| configuration"))
+    assert header.endswith("| s/run | selected MAP@R | selected R@1 (epoch) |")
+    # final epoch 3 (25.0 / 70.0); the held-out classes pick epoch 2 (30.0 / 60.0)
+    row = "| random_global | 2 | 25.0 ± 0.0 | 70.0 ± 0.0 | 50.0 ± 0.0 | 3 | 1 | 30.0 ± 0.0 | 60.0 ± 0.0 (2.0) |"
+    assert row in text
