@@ -14,7 +14,10 @@ decay 1e-4) and epochs for every configuration:
   random warm-up epoch, ratio triplet + global loss;
 - ``smart_paper``: the paper's system (strict Algorithm 1, its adaptive controller from κ₀ = 16), same loss;
 - ``margin_dw``: our margin loss (learned β) + distance-weighted sampling on P×K = 16 × 4 batches;
-- ``pml_margin_dw``: pytorch-metric-learning's ``MarginLoss`` + ``DistanceWeightedMiner`` on the same batches.
+- ``pml_margin_dw``: pytorch-metric-learning's ``MarginLoss`` + ``DistanceWeightedMiner`` on the same batches;
+- ``random_dense`` / ``smart_dense``: ``random_global`` / ``smart_default`` with every triplet batch also mined in the
+  batch (``mining.batch_mining: semihard``);
+- ``smart_guarded`` (needs ``--holdout-classes``): ``smart_default`` + the held-out guard (patience 2).
 
 Dataset-wide configurations see one triplet per training image per epoch (64 triplets a batch); in-batch ones one pass
 over the images per epoch. Not a substitute for the GPU study (a frozen backbone is another regime), but real photos,
@@ -39,7 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
 
-CONFIGS = ("random_global", "smart_default", "smart_guarded", "smart_paper", "margin_dw", "pml_margin_dw")
+CONFIGS = ("random_global", "smart_default", "smart_guarded", "smart_paper", "margin_dw", "pml_margin_dw",
+           "random_dense", "smart_dense")
 METRICS = ("recall@1", "map@r", "nmi")
 
 
@@ -68,8 +72,10 @@ def base_config(name: str, seed: int):
         "loss": {"name": "ratio_triplet", "margin": 0.2, "global_weight": 1.0},
         "mining": {"strategy": "smart", "index": "fanng", "warmup_epochs": 1, "triplets_per_batch": 64},
     }
-    if name == "random_global":
+    if name in ("random_global", "random_dense"):
         raw["mining"]["warmup_epochs"] = 10**6  # never leaves the random warm-up
+    if name in ("random_dense", "smart_dense"):
+        raw["mining"]["batch_mining"] = "semihard"  # each triplet batch also mined in the batch
     elif name == "smart_paper":
         raw["mining"].update(selection="strict", controller="legacy", kappa=16.0, error_counts="all")
     elif name in ("margin_dw", "pml_margin_dw"):
@@ -136,6 +142,9 @@ def run_one(
     smart = cfg.mining.strategy == "smart"
     if smart:
         sm = builders.build_smart_miner(cfg, torch.device("cpu"))
+        dense = cfg.mining.batch_mining != "none"
+        if dense:
+            from smartmine.training.registry import MINERS
         if name == "smart_guarded":
             sm.holdout_guard = HoldoutGuard()  # defaults fixed before any run: patience 2, factor 0.5
     else:
@@ -152,6 +161,7 @@ def run_one(
             plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
             row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
             active_parts, mined_parts = [], []
+            batch_miner = MINERS.get(cfg.mining.batch_mining)(cfg.mining, seed * 1000 + epoch) if dense else None
             for lo in range(0, len(plan), 64):
                 sl = slice(lo, lo + 64)
                 idx = np.concatenate([plan.a[sl], plan.p[sl], plan.n[sl]])
@@ -160,7 +170,12 @@ def run_one(
                 trip = tuple(torch.from_numpy(inv[i * m : (i + 1) * m]) for i in range(3))
                 emb = head(xt[uniq])
                 lab = yt[uniq]
-                loss = loss_fn(emb, lab, trip)
+                if batch_miner is not None:  # the plan's triplets first, then the batch's own (never counted)
+                    extra = batch_miner(emb.detach(), lab)
+                    trained = tuple(torch.cat([t, e]) for t, e in zip(trip, extra, strict=True))
+                else:
+                    trained = trip
+                loss = loss_fn(emb, lab, trained)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

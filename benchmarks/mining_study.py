@@ -74,6 +74,12 @@ CONFIGS: dict[str, dict] = {
     "pml_triplet_semihard": {},
     # Needs --holdout-classes: the shipped smart mining + the held-out guard (its defaults, fixed before any run).
     "smart_guarded": {},
+    # Smart batches also mined in the batch (mining.batch_mining: semihard), and random triplets with the same.
+    "smart_dense": {},
+    "random_dense": {
+        "loss": {"name": "ratio_triplet", "global_weight": 1.0},
+        "mining": {"strategy": "smart", "warmup_epochs": EPOCHS, "batch_mining": "semihard"},
+    },
 }
 
 
@@ -92,11 +98,13 @@ def config_for(name: str, holdout_classes: int = 0) -> dict:
     """The resolved config of study configuration ``name``; ``holdout_classes`` > 0 sets that many training classes
     aside (the same for every configuration of a seed) and picks best.pt on their MAP@R."""
     raw = cub100_study._merge(base_config(), CONFIGS[name])
-    if name in ("smart_default", "smart_guarded"):  # the shipped preset's smart-mining keys, untouched
+    if name in ("smart_default", "smart_guarded", "smart_dense"):  # the shipped preset's smart-mining keys
         import yaml
 
         qs = yaml.safe_load((REPO / "src" / "smartmine" / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
         raw["mining"] = cub100_study._merge(qs["mining"], {"warmup_epochs": WARMUP})
+    if name == "smart_dense":
+        raw["mining"]["batch_mining"] = "semihard"
     if name == "smart_guarded":
         if not holdout_classes:
             raise SystemExit("smart_guarded needs --holdout-classes")

@@ -29,7 +29,11 @@ def features(n_classes=32, per_class=8, dim=48, seed=0):
     return x, y, (n_classes // 2) * per_class
 
 
-@pytest.mark.parametrize("name", ["random_global", "smart_default", "smart_paper", "margin_dw", "pml_margin_dw"])
+CONFIG_NAMES = ["random_global", "smart_default", "smart_paper", "margin_dw", "pml_margin_dw", "random_dense",
+                "smart_dense"]
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_configuration_trains_and_reports(frozen, name):
     x, y, n_train = features()
     res = frozen.run_one(name, 0, x, y, n_train, epochs=2, hidden=0)
@@ -37,14 +41,14 @@ def test_every_configuration_trains_and_reports(frozen, name):
     assert [r["epoch"] for r in rows] == [1, 2] and res["config"] == name
     for r in rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("recall@1", "map@r", "nmi"))
-    if name in ("smart_default", "smart_paper"):
+    if name in ("smart_default", "smart_paper", "smart_dense"):
         assert rows[0]["kappa"] is None and rows[1]["kappa"] is not None  # one random warm-up epoch, then mined
         assert rows[1]["train_error"] is not None
-    if name == "smart_default":
+    if name in ("smart_default", "smart_dense"):
         assert rows[1]["mined_triplets"] > 0  # auto κ starts where the plan fills
     if name == "smart_paper":
         assert rows[1]["kappa"] == 16.0  # the paper's κ₀ (on separable data it may mine nothing: the finding)
-    if name == "random_global":
+    if name in ("random_global", "random_dense"):
         assert rows[1]["kappa"] is None and rows[1]["mined_triplets"] == 0  # never leaves the warm-up
 
 
@@ -74,3 +78,11 @@ def test_held_out_classes_are_scored_and_guard_mining(frozen, tmp_path):
     assert f"| {100 * best['map@r']:.1f} | {100 * best['recall@1']:.1f} ({best['epoch']}) |" in text
     with pytest.raises(SystemExit, match="holdout"):
         frozen.run_one("smart_guarded", 0, x, y, n_train, epochs=1, hidden=0)
+
+
+def test_dense_batches_train_on_more_than_the_plan(frozen):
+    # Same seed, same plan: the in-batch additions change the trained head, so the metrics differ from the plain run.
+    x, y, n_train = features()
+    plain = frozen.run_one("random_global", 0, x, y, n_train, epochs=1, hidden=0)["rows"][-1]
+    dense = frozen.run_one("random_dense", 0, x, y, n_train, epochs=1, hidden=0)["rows"][-1]
+    assert dense["map@r"] != plain["map@r"]

@@ -242,3 +242,35 @@ def test_epoch_stats_sum_like_python_floats_and_count_only_counted_triplets():
 def test_neighbour_confusion_rejects_bad_k(bad):
     with pytest.raises(ValueError, match="k"):
         neighbour_confusion(two_pairs_table(), LABELS, 4, ExactIndex, k=bad)
+
+
+def test_smart_source_adds_in_batch_triplets_after_the_plans_and_never_counts_them():
+    from smartmine.miners import SemiHardMiner
+
+    seeds: list[int] = []
+
+    def batch_miners(seed: int) -> SemiHardMiner:
+        seeds.append(seed)
+        return SemiHardMiner()
+
+    src = SmartTripletSource(make_smart(), LABELS, fake_loader(LABELS), triplets_per_batch=5, seed=3,
+                             batch_miner_factory=batch_miners)
+    plain = SmartTripletSource(make_smart(), LABELS, fake_loader(LABELS), triplets_per_batch=5, seed=3)
+    embed = FakeEmbed(two_pairs_table())
+    src.start_epoch(2, embed)
+    plain.start_epoch(2, embed)
+    assert seeds == [epoch_seed(3, 2)]  # a fresh miner per epoch, seeded from (seed, epoch)
+    rng = np.random.default_rng(0)
+    for b, ref in zip(src, plain, strict=True):
+        emb = torch.from_numpy(rng.normal(size=(len(b.indices), 3))).float()
+        got = b.mine(emb, b.labels)
+        planned = ref.mine(emb, ref.labels)
+        extra = SemiHardMiner()(emb, b.labels)  # the miner on its own, over the same batch
+        k = len(planned[0])
+        for g, p, e in zip(got, planned, extra, strict=True):
+            assert g[:k].tolist() == p.tolist() and g[k:].tolist() == e.tolist()
+        # error_counts: all -> every plan triplet counts, none of the in-batch additions
+        assert b.counted is not None and b.counted.tolist() == [True] * k
+    stats = EpochStats(torch.device("cpu"))
+    stats.add(torch.tensor(0.5), torch.tensor([True, False, True, True]), torch.tensor([True, True]), {}, 4)
+    assert stats.totals()[2:4] == [1.0, 2]  # only the first two (the plan's) triplets count

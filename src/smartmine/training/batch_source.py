@@ -52,7 +52,9 @@ class Batch:
         indices: ``(B,)`` int64 training-split rows of the images.
         mine: ``mine(embeddings (B, D), labels (B,)) -> (a, p, n)`` row triplets of this batch (embeddings detached,
             both on the training device).
-        counted: ``(T,)`` bool mask of the triplets the training error counts (``None``: all of them).
+        counted: ``(T,)`` bool mask over the first ``T`` triplets ``mine`` returns, those the training error may
+            count (``None``: all of them); triplets after the first ``T`` (a smart batch's in-batch additions,
+            ``mining.batch_mining``) never count.
     """
 
     images: torch.Tensor

@@ -263,6 +263,7 @@ def build_batch_source(
         return SmartTripletSource(
             build_smart_miner(cfg, device), labels, loader, triplets_per_batch=m.triplets_per_batch,
             count_mined_only=m.error_counts == "mined", cache=cache, dist=dist, seed=cfg.seed, record=record,
+            batch_miner_factory=None if m.batch_mining == "none" else functools.partial(MINERS.get(m.batch_mining), m),
         )  # fmt: skip
     common: dict = dict(
         classes_per_batch=m.classes_per_batch, samples_per_class=m.samples_per_class, strategy=m.strategy,

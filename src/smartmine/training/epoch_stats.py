@@ -19,9 +19,10 @@ class EpochStats:
 
     def add(self, loss: torch.Tensor, active: torch.Tensor, counted: torch.Tensor | None,
             terms: dict[str, torch.Tensor], images: int) -> None:
-        """One trained step: its loss, ``(T,)`` active mask, ``(T,)`` counted mask (``None``: all), term values."""
+        """One trained step: its loss, ``(T',)`` active mask, ``(T,)`` counted mask over the first ``T <= T'``
+        triplets (``None``: all ``T'``), term values."""
         if counted is not None:
-            active = active & counted.to(active.device)
+            active = active[: counted.numel()] & counted.to(active.device)
             self.err_den += int(counted.sum())
         else:
             self.err_den += int(active.numel())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from smartmine.smart import EmbeddingCache, SmartMiner, TripletPlan
 from smartmine.training.batch_source import NUM_GALLERY_ANCHORS, Batch, EmbedTrain, Loader, RecordMined, Triplets
 from smartmine.training.distributed import DistInfo
 from smartmine.training.errors import TrainingError, fault_point
+from smartmine.training.runtime import epoch_seed
 
 PLAN_STATS = (
     "kappa", "anchors_with_negatives", "mined_triplets", "random_triplets", "index_seconds", "search_seconds",
@@ -22,12 +23,20 @@ PLAN_STATS = (
 )
 """Statistics of :meth:`SmartMiner.plan_epoch` that go into the metrics row, in this order."""
 
+BatchMiner = Callable[[torch.Tensor, torch.Tensor], Triplets]
+"""An in-batch miner: ``(embeddings (B, D), labels (B,)) -> (a, p, n)`` rows of the batch."""
 
-def _fixed_triplets(triplets: Triplets) -> Any:
-    """A batch's ``mine``: the plan's triplets, whatever the embeddings."""
+
+def _fixed_triplets(triplets: Triplets, batch_miner: BatchMiner | None = None) -> Any:
+    """A batch's ``mine``: the plan's triplets, whatever the embeddings, followed by the triplets ``batch_miner``
+    finds among the batch's images (when given)."""
 
     def mine(embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
-        return tuple(t.to(embeddings.device) for t in triplets)  # type: ignore[return-value]
+        planned = tuple(t.to(embeddings.device) for t in triplets)
+        if batch_miner is None:
+            return planned  # type: ignore[return-value]
+        extra = batch_miner(embeddings, labels)
+        return tuple(torch.cat([p, e.to(p.device)]) for p, e in zip(planned, extra, strict=True))  # type: ignore
 
     return mine
 
@@ -48,6 +57,10 @@ class SmartTripletSource:
         dist: distributed setting; rank ``r`` trains on shard ``r`` of the plan, which every rank must share.
         seed: the run's seed (picks the report's fixed gallery anchors).
         record: where the report's mined-triplet sample goes (default ``None``: nowhere).
+        batch_miner_factory: ``factory(seed)`` returns an in-batch miner, built per epoch with the epoch's seed, whose
+            triplets among each batch's images (up to ``3 × triplets_per_batch`` images of a few per class) are
+            trained on after the plan's; they never count towards the training error (default ``None``: the plan's
+            triplets only). ``mining.batch_mining``; docs/ARCHITECTURE.md, "Smart mining".
     """
 
     def __init__(
@@ -62,6 +75,7 @@ class SmartTripletSource:
         dist: DistInfo | None = None,
         seed: int = 0,
         record: RecordMined | None = None,
+        batch_miner_factory: Callable[[int], BatchMiner] | None = None,
     ) -> None:
         self.miner = miner
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -74,6 +88,8 @@ class SmartTripletSource:
         self.record = record
         self.gallery_anchors: list[int] | None = None
         """Training anchors whose mined triplet the report shows (fixed at the first mined epoch)."""
+        self.batch_miner_factory = batch_miner_factory
+        self._batch_miner: BatchMiner | None = None
         self._steps: list[tuple[np.ndarray, Triplets, np.ndarray]] = []
         self._mined = False  # whether the current epoch's plan was mined (not a warm-up epoch)
 
@@ -92,6 +108,8 @@ class SmartTripletSource:
         row["mining_seconds"] = row.get("embed_seconds", 0.0) + sum(
             row.get(k, 0.0) or 0.0 for k in ("index_seconds", "search_seconds", "check_seconds", "selection_seconds")
         )
+        if self.batch_miner_factory is not None:
+            self._batch_miner = self.batch_miner_factory(epoch_seed(self.seed, epoch))
         shard = plan.shard(self.dist.rank, self.dist.world_size)
         self._steps = []
         for b in shard.batches(self.triplets_per_batch):
@@ -114,9 +132,12 @@ class SmartTripletSource:
 
     def __iter__(self) -> Iterator[Batch]:
         loader = self.loader([indices.tolist() for indices, _, _ in self._steps])
+        extra = self._batch_miner
         for (images, labels, idx), (_, rows, is_mined) in zip(loader, self._steps, strict=True):
             counted = torch.from_numpy(is_mined) if self.count_mined_only else None
-            yield Batch(images, labels, idx, _fixed_triplets(rows), counted)
+            if counted is None and extra is not None:  # the plan's triplets count, the in-batch ones never
+                counted = torch.ones(len(is_mined), dtype=torch.bool)
+            yield Batch(images, labels, idx, _fixed_triplets(rows, extra), counted)
 
     def __len__(self) -> int:
         return len(self._steps)
