@@ -10,14 +10,14 @@ classes with ``retrieval_metrics``. Same features, head initialisation (per seed
 decay 1e-4) and epochs for every configuration:
 
 - ``random_global``: ratio triplet + global loss on uniformly random dataset-wide triplets (one per training image);
-- ``smart_default``: the shipped smart mining (semihard, steered κ from ``auto``, FANNG lists, warm start), one
-  random warm-up epoch, ratio triplet + global loss;
+- ``smart_default``: the shipped smart mining (semihard, steered κ from ``auto``, FANNG lists, warm start, batches
+  also mined in the batch), one random warm-up epoch, ratio triplet + global loss;
 - ``smart_paper``: the paper's system (strict Algorithm 1, its adaptive controller from κ₀ = 16), same loss;
 - ``margin_dw``: our margin loss (learned β) + distance-weighted sampling on P×K = 16 × 4 batches;
 - ``pml_margin_dw``: pytorch-metric-learning's ``MarginLoss`` + ``DistanceWeightedMiner`` on the same batches;
-- ``random_dense`` / ``smart_dense``: ``random_global`` / ``smart_default`` with every triplet batch also mined in the
-  batch (``mining.batch_mining: semihard``);
-- ``smart_guarded`` (needs ``--holdout-classes``): ``smart_default`` + the held-out guard (patience 2).
+- ``smart_plan``: ``smart_default`` with the plan's triplets only (``mining.batch_mining: none``, the default until
+  session 6); ``random_dense``: ``random_global`` with every triplet batch also mined in the batch, as the default;
+- ``smart_plan_guarded`` (needs ``--holdout-classes``): ``smart_plan`` + the held-out guard (patience 2).
 
 Dataset-wide configurations see one triplet per training image per epoch (64 triplets a batch); in-batch ones one pass
 over the images per epoch. Not a substitute for the GPU study (a frozen backbone is another regime), but real photos,
@@ -42,8 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
 
-CONFIGS = ("random_global", "smart_default", "smart_guarded", "smart_paper", "margin_dw", "pml_margin_dw",
-           "random_dense", "smart_dense")
+CONFIGS = ("random_global", "smart_default", "smart_plan", "smart_plan_guarded", "smart_paper", "margin_dw",
+           "pml_margin_dw", "random_dense")
 METRICS = ("recall@1", "map@r", "nmi")
 
 
@@ -74,8 +74,10 @@ def base_config(name: str, seed: int):
     }
     if name in ("random_global", "random_dense"):
         raw["mining"]["warmup_epochs"] = 10**6  # never leaves the random warm-up
-    if name in ("random_dense", "smart_dense"):
-        raw["mining"]["batch_mining"] = "semihard"  # each triplet batch also mined in the batch
+    if name in ("random_global", "smart_plan", "smart_plan_guarded", "smart_paper"):
+        raw["mining"]["batch_mining"] = "none"  # the plan's triplets only
+    if name == "random_dense":
+        raw["mining"]["batch_mining"] = "semihard"  # each triplet batch also mined in the batch, as the default does
     elif name == "smart_paper":
         raw["mining"].update(selection="strict", controller="legacy", kappa=16.0, error_counts="all")
     elif name in ("margin_dw", "pml_margin_dw"):
@@ -124,8 +126,8 @@ def run_one(
         held = holdout_rows(y_tr, holdout, seed)
         xh, yh = torch.from_numpy(x_tr[held]), y_tr[held]
         x_tr, y_tr = x_tr[~held], np.unique(y_tr[~held], return_inverse=True)[1].astype(np.int64)
-    elif name == "smart_guarded":
-        raise SystemExit("smart_guarded needs --holdout-classes")
+    elif name == "smart_plan_guarded":
+        raise SystemExit("smart_plan_guarded needs --holdout-classes")
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     xe, ye = torch.from_numpy(x[n_train:]), y[n_train:]
     head = Head(x.shape[1], hidden=hidden)
@@ -142,10 +144,11 @@ def run_one(
     smart = cfg.mining.strategy == "smart"
     if smart:
         sm = builders.build_smart_miner(cfg, torch.device("cpu"))
-        dense = cfg.mining.batch_mining != "none"
+        batch_mining = builders.DEFAULT_BATCH_MINING if cfg.mining.batch_mining == "auto" else cfg.mining.batch_mining
+        dense = batch_mining != "none"
         if dense:
             from smartmine.training.registry import MINERS
-        if name == "smart_guarded":
+        if name == "smart_plan_guarded":
             sm.holdout_guard = HoldoutGuard()  # defaults fixed before any run: patience 2, factor 0.5
     else:
         from smartmine.data.samplers import PKBatchSampler
@@ -161,7 +164,7 @@ def run_one(
             plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
             row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
             active_parts, mined_parts = [], []
-            batch_miner = MINERS.get(cfg.mining.batch_mining)(cfg.mining, seed * 1000 + epoch) if dense else None
+            batch_miner = MINERS.get(batch_mining)(cfg.mining, seed * 1000 + epoch) if dense else None
             for lo in range(0, len(plan), 64):
                 sl = slice(lo, lo + 64)
                 idx = np.concatenate([plan.a[sl], plan.p[sl], plan.n[sl]])
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", type=int, default=512, help="hidden width of the MLP head; 0: a linear head")
     p.add_argument("--holdout-classes", type=int, default=0,
-                   help="training classes set aside (not trained on), scored after every epoch; smart_guarded needs it")
+                   help="training classes set aside, scored after every epoch; smart_plan_guarded needs it")
     p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "cub100_frozen"))
     p.add_argument("--aggregate-only", action="store_true")
     args = p.parse_args(argv)

@@ -6,12 +6,13 @@ methods differ (the quick start's own task ends near Recall@1 0.96 for everythin
 configurations; evaluation every epoch on the unseen half of the characters.
 
 Configurations (``CONFIGS``): ratio triplet + global loss on uniformly random triplets; the paper's Triplet + FANNG
-(strict, fixed κ), + Global, + Adaptive (the paper's controller, as it was); the new default smart mining; margin +
+(strict, fixed κ), + Global, + Adaptive (the paper's controller, as it was); the default smart mining (its batches
+also mined in the batch) and the same with the plan's triplets only; random triplets with dense batches; margin +
 distance-weighted (ours; random and graph-composed batches); semi-hard + triplet (ours, in-batch); and
 pytorch-metric-learning's margin + DistanceWeightedMiner and TripletMarginLoss + TripletMarginMiner("semihard") on the
 same model and data (``benchmarks/peers.py``). With ``--holdout-classes H`` every configuration trains without ``H``
-training classes, scores them after every epoch and picks best.pt on their MAP@R; ``smart_guarded`` (the default smart
-mining + ``mining.holdout_patience: 2``) needs it.
+training classes, scores them after every epoch and picks best.pt on their MAP@R; ``smart_plan_guarded`` (smart
+mining with the plan's triplets only + ``mining.holdout_patience: 2``) needs it.
 
 A run writes ``<results-dir>/<config>__seed<S>.json`` and is skipped when that file exists, so the study can be run
 in slices; ``--aggregate-only`` writes ``<results-dir>/summary.md`` and the curves plot. Commands: docs/BENCHMARKS.md,
@@ -49,7 +50,8 @@ TASK = {
 
 
 def _smart(global_weight: float, **mining) -> dict:
-    m = {"strategy": "smart", "index": "fanng", "warmup_epochs": WARMUP, **mining}
+    # The paper's configurations train on the plan's triplets only.
+    m = {"strategy": "smart", "index": "fanng", "warmup_epochs": WARMUP, "batch_mining": "none", **mining}
     return {"loss": {"name": "ratio_triplet", "global_weight": global_weight}, "mining": m}
 
 
@@ -61,7 +63,8 @@ PAPER_FIXED = {"adaptive": False, "kappa": 4.0, "selection": "strict", "controll
 CONFIGS: dict[str, dict] = {
     "random_global": {
         "loss": {"name": "ratio_triplet", "global_weight": 1.0},
-        "mining": {"strategy": "smart", "warmup_epochs": EPOCHS},  # every epoch random: no index, no embedding pass
+        # every epoch random: no index, no embedding pass; the plan's triplets only
+        "mining": {"strategy": "smart", "warmup_epochs": EPOCHS, "batch_mining": "none"},
     },
     "smart_default": _smart(1.0),  # whatever the shipped defaults are (mining.* not set here)
     "fanng_strict": _smart(0.0, **PAPER_FIXED),
@@ -72,10 +75,11 @@ CONFIGS: dict[str, dict] = {
     "semihard_triplet": _in_batch("triplet", "semihard"),
     "pml_margin_dw": {},
     "pml_triplet_semihard": {},
-    # Needs --holdout-classes: the shipped smart mining + the held-out guard (its defaults, fixed before any run).
-    "smart_guarded": {},
-    # Smart batches also mined in the batch (mining.batch_mining: semihard), and random triplets with the same.
-    "smart_dense": {},
+    # The shipped smart mining with the plan's triplets only (mining.batch_mining: none; the default until session 6).
+    "smart_plan": {},
+    # Needs --holdout-classes: smart_plan + the held-out guard (its defaults, fixed before any run).
+    "smart_plan_guarded": {},
+    # Random triplets with the batches also mined in the batch, as the default smart mining does.
     "random_dense": {
         "loss": {"name": "ratio_triplet", "global_weight": 1.0},
         "mining": {"strategy": "smart", "warmup_epochs": EPOCHS, "batch_mining": "semihard"},
@@ -98,16 +102,16 @@ def config_for(name: str, holdout_classes: int = 0) -> dict:
     """The resolved config of study configuration ``name``; ``holdout_classes`` > 0 sets that many training classes
     aside (the same for every configuration of a seed) and picks best.pt on their MAP@R."""
     raw = cub100_study._merge(base_config(), CONFIGS[name])
-    if name in ("smart_default", "smart_guarded", "smart_dense"):  # the shipped preset's smart-mining keys
+    if name in ("smart_default", "smart_plan", "smart_plan_guarded"):  # the shipped preset's smart-mining keys
         import yaml
 
         qs = yaml.safe_load((REPO / "src" / "smartmine" / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
         raw["mining"] = cub100_study._merge(qs["mining"], {"warmup_epochs": WARMUP})
-    if name == "smart_dense":
-        raw["mining"]["batch_mining"] = "semihard"
-    if name == "smart_guarded":
+    if name in ("smart_plan", "smart_plan_guarded"):
+        raw["mining"]["batch_mining"] = "none"
+    if name == "smart_plan_guarded":
         if not holdout_classes:
-            raise SystemExit("smart_guarded needs --holdout-classes")
+            raise SystemExit("smart_plan_guarded needs --holdout-classes")
         raw["mining"]["holdout_patience"] = 2
     if holdout_classes:
         raw = cub100_study._merge(raw, {"data": {"holdout_classes": holdout_classes},
@@ -131,6 +135,10 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{name} seed {seed}: done already", flush=True)
                 continue
             raw = config_for(name, args.holdout_classes)
+            if args.epochs is not None:  # e.g. an in-batch peer given the image budget of the triplet batches
+                if raw["mining"].get("warmup_epochs") == EPOCHS:  # random triplets throughout stay random throughout
+                    raw["mining"]["warmup_epochs"] = args.epochs
+                raw = cub100_study._merge(raw, {"train": {"epochs": args.epochs}})
             t0 = time.perf_counter()
             rows = cub100_study.run_one(
                 name, seed, raw, Path(args.runs_dir) / name / f"seed{seed}", lambda s: print(s, flush=True)
@@ -163,7 +171,8 @@ def summarize(results_dir: Path) -> str:
         return f"no results under {results_dir}\n"
     any_res = next(iter(runs.values()))[0]
     lines = [
-        f"Glyphs, rotation ≤ 25°, shift ≤ 4 px, {EPOCHS} epochs, small CNN 64-d; machine: {any_res['machine']}. "
+        f"Glyphs, rotation ≤ 25°, shift ≤ 4 px, {any_res['resolved']['train']['epochs']} epochs, small CNN 64-d; "
+        f"machine: {any_res['machine']}. "
         "Final epoch, ×100, mean ± sample std over seeds.",
         "",
         "| configuration | seeds | MAP@R | Recall@1 | NMI | epochs to random's final R@1 | s/run |",
@@ -260,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "mining_study"))
     ap.add_argument("--runs-dir", default="/tmp/smartmine-mining-study")
     ap.add_argument("--holdout-classes", type=int, default=0,
-                    help="training classes set aside and scored every epoch (best.pt on them); smart_guarded needs it")
+                    help="training classes set aside, scored every epoch (best.pt on them); for smart_plan_guarded")
+    ap.add_argument("--epochs", type=int, help=f"train this many epochs instead of {EPOCHS} (use a separate "
+                    "--results-dir)")
     ap.add_argument("--aggregate-only", action="store_true")
     ap.add_argument("--plot", default=str(REPO / "docs" / "mining_study_curves.png"))
     args = ap.parse_args(argv)

@@ -29,8 +29,8 @@ def features(n_classes=32, per_class=8, dim=48, seed=0):
     return x, y, (n_classes // 2) * per_class
 
 
-CONFIG_NAMES = ["random_global", "smart_default", "smart_paper", "margin_dw", "pml_margin_dw", "random_dense",
-                "smart_dense"]
+CONFIG_NAMES = ["random_global", "smart_default", "smart_plan", "smart_paper", "margin_dw", "pml_margin_dw",
+                "random_dense"]
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -41,10 +41,10 @@ def test_every_configuration_trains_and_reports(frozen, name):
     assert [r["epoch"] for r in rows] == [1, 2] and res["config"] == name
     for r in rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("recall@1", "map@r", "nmi"))
-    if name in ("smart_default", "smart_paper", "smart_dense"):
+    if name in ("smart_default", "smart_paper", "smart_plan"):
         assert rows[0]["kappa"] is None and rows[1]["kappa"] is not None  # one random warm-up epoch, then mined
         assert rows[1]["train_error"] is not None
-    if name in ("smart_default", "smart_dense"):
+    if name in ("smart_default", "smart_plan"):
         assert rows[1]["mined_triplets"] > 0  # auto κ starts where the plan fills
     if name == "smart_paper":
         assert rows[1]["kappa"] == 16.0  # the paper's κ₀ (on separable data it may mine nothing: the finding)
@@ -67,17 +67,17 @@ def test_held_out_classes_are_scored_and_guard_mining(frozen, tmp_path):
     import json
 
     x, y, n_train = features()
-    res = frozen.run_one("smart_guarded", 0, x, y, n_train, epochs=3, hidden=0, holdout=4)
+    res = frozen.run_one("smart_plan_guarded", 0, x, y, n_train, epochs=3, hidden=0, holdout=4)
     rows = res["rows"]
     assert res["holdout_classes"] == 4
     for r in rows:
         assert 0.0 <= r["holdout_map@r"] <= 1.0 and r["guard_scale"] in (1.0, 0.5)
-    (tmp_path / "smart_guarded__seed0.json").write_text(json.dumps(res))
+    (tmp_path / "smart_plan_guarded__seed0.json").write_text(json.dumps(res))
     text = frozen.summarize(tmp_path, None)
     best = max(rows, key=lambda r: r["holdout_map@r"])  # the selected epoch: best held-out MAP@R
     assert f"| {100 * best['map@r']:.1f} | {100 * best['recall@1']:.1f} ({best['epoch']}) |" in text
     with pytest.raises(SystemExit, match="holdout"):
-        frozen.run_one("smart_guarded", 0, x, y, n_train, epochs=1, hidden=0)
+        frozen.run_one("smart_plan_guarded", 0, x, y, n_train, epochs=1, hidden=0)
 
 
 def test_dense_batches_train_on_more_than_the_plan(frozen):

@@ -24,19 +24,24 @@ def test_every_configuration_is_a_valid_config(study):
     from smartmine.training.config import config_from_dict
 
     for name in study.CONFIGS:
-        if name == "smart_guarded":
+        if name == "smart_plan_guarded":
             continue
         cfg = config_from_dict(study.config_for(name))
         assert cfg.data.holdout_classes == 0 and cfg.train.best_metric == "recall@1"
+        # Only the default smart mining and random_dense mine their batches; the baselines keep the plan alone.
+        dense = name in ("smart_default", "random_dense")
+        assert cfg.mining.batch_mining in (("auto", "semihard") if dense else ("none", "auto"))
+        if cfg.mining.strategy == "smart" and not dense and not name.startswith("pml_"):  # peers: their own loop
+            assert cfg.mining.batch_mining == "none", name
     with pytest.raises(SystemExit, match="holdout"):
-        study.config_for("smart_guarded")
+        study.config_for("smart_plan_guarded")
 
 
 def test_holdout_overlay(study):
     from smartmine.training.config import config_from_dict
 
-    guarded = config_from_dict(study.config_for("smart_guarded", 17))
-    default = config_from_dict(study.config_for("smart_default", 17))
+    guarded = config_from_dict(study.config_for("smart_plan_guarded", 17))
+    default = config_from_dict(study.config_for("smart_plan", 17))
     assert guarded.mining.holdout_patience == 2 and default.mining.holdout_patience == 0
     for cfg in (guarded, default):
         assert cfg.data.holdout_classes == 17 and cfg.train.best_metric == "holdout_map@r"
@@ -49,7 +54,8 @@ def test_summary_reports_the_epoch_the_held_out_classes_pick(study, tmp_path):
             for e, r, m, h in [(1, 0.5, 0.2, 0.30), (2, 0.6, 0.3, 0.35), (3, 0.7, 0.25, 0.32)]]  # fmt: skip
     for seed in (0, 1):
         (tmp_path / f"random_global__seed{seed}.json").write_text(json.dumps(
-            {"config": "random_global", "seed": seed, "machine": "test", "run_seconds": 1.0, "rows": rows}))
+            {"config": "random_global", "seed": seed, "machine": "test", "run_seconds": 1.0, "rows": rows,
+             "resolved": {"train": {"epochs": 3}}}))
     text = study.summarize(tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| configuration"))
     assert header.endswith("| s/run | selected MAP@R | selected R@1 (epoch) |")

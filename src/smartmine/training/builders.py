@@ -16,6 +16,10 @@ from smartmine.training.distributed import DistInfo
 from smartmine.training.errors import TrainingError
 from smartmine.training.registry import INDEXES, LOSSES, MINERS
 
+DEFAULT_BATCH_MINING = "semihard"
+"""What ``mining.batch_mining: auto`` means for smart mining (docs/BENCHMARKS.md, "Smart batches mined in the
+batch")."""
+
 
 @dataclass
 class Datasets:
@@ -260,10 +264,11 @@ def build_batch_source(
                     "only its own forward passes); use mining.embedding_source=fresh"
                 )
             cache = EmbeddingCache(len(labels), cfg.model.embedding_dim)
+        batch_mining = DEFAULT_BATCH_MINING if m.batch_mining == "auto" else m.batch_mining
         return SmartTripletSource(
             build_smart_miner(cfg, device), labels, loader, triplets_per_batch=m.triplets_per_batch,
             count_mined_only=m.error_counts == "mined", cache=cache, dist=dist, seed=cfg.seed, record=record,
-            batch_miner_factory=None if m.batch_mining == "none" else functools.partial(MINERS.get(m.batch_mining), m),
+            batch_miner_factory=None if batch_mining == "none" else functools.partial(MINERS.get(batch_mining), m),
         )  # fmt: skip
     common: dict = dict(
         classes_per_batch=m.classes_per_batch, samples_per_class=m.samples_per_class, strategy=m.strategy,

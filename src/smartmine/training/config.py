@@ -150,11 +150,12 @@ class MiningConfig:
     triplets_per_batch: int = 32
     triplets_per_epoch: int | None = None
     """Triplets per smart-mining epoch (None: one per training image)."""
-    batch_mining: str = "none"
+    batch_mining: str = "auto"
     """Smart mining: also mine every smart batch in the batch with this in-batch miner (semihard | distance_weighted |
     hard | random; its options as for mining.strategy) and train on those triplets after the plan's: every same-class
     pair among the batch's images, with a negative from the batch. They never count towards the training error.
-    none: the plan's triplets only. docs/ARCHITECTURE.md, "Smart mining"."""
+    none: the plan's triplets only (the paper's system); auto (default): semihard with mining.strategy=smart, nothing
+    for the in-batch strategies. docs/ARCHITECTURE.md, "Smart mining"; measured in docs/BENCHMARKS.md."""
     holdout_patience: int = 0
     """Smart mining: halve the planned mined share after this many mined epochs without a new best held-out MAP@R
     (needs ``data.holdout_classes``); the share never grows back. 0 (default): off."""
@@ -234,7 +235,7 @@ def registered_choices() -> dict[str, tuple[str, ...]]:
         "data.name": tuple(available_datasets()),
         "loss.name": LOSSES.names(),
         "mining.strategy": ("smart", *MINERS.names()),
-        "mining.batch_mining": ("none", *MINERS.names()),
+        "mining.batch_mining": ("auto", "none", *MINERS.names()),
         "mining.index": INDEXES.names(),
     }
 
@@ -367,7 +368,7 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
             "mining.holdout_patience: needs mining.strategy=smart and data.holdout_classes >= 2 "
             f"(got strategy {m.strategy!r}, holdout_classes {cfg.data.holdout_classes})"
         )
-    if m.batch_mining != "none" and m.strategy != "smart":
+    if m.batch_mining not in ("auto", "none") and m.strategy != "smart":
         raise ConfigError(f"mining.batch_mining: needs mining.strategy=smart (got {m.strategy!r}); in-batch "
                           f"strategies mine their batches already")
     if cfg.train.best_metric.startswith("holdout_") and not cfg.data.holdout_classes:
