@@ -93,3 +93,24 @@ def test_check_labels_and_triplets_messages() -> None:
         check_positive_int(0, "k")
     with pytest.raises(ValueError, match="k: expected an integer, got 2.5"):
         check_positive_int(2.5, "k")
+
+
+def test_row_distances_backward_is_repeatable_with_many_repeated_rows():
+    # A batch mined in the batch gathers the same rows hundreds of times; the gradient must not depend on thread
+    # timing (the backward of x[i] accumulates in parallel on the CPU; index_select's backward does not).
+    import torch
+
+    from smartmine.distances import row_distances
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(192, 64, generator=g)
+    i, j = torch.randint(0, 192, (6000,), generator=g), torch.randint(0, 192, (6000,), generator=g)
+    grads = []
+    for _ in range(8):
+        x = x0.clone().requires_grad_(True)
+        row_distances(x, i, j).sum().backward()
+        grads.append(x.grad)
+    assert all(torch.equal(grads[0], other) for other in grads[1:])
+    # and the values are the plain differences' norms
+    expect = torch.sqrt(((x0[i] - x0[j]) ** 2).sum(dim=1) + 1e-12)
+    assert torch.allclose(row_distances(x0, i, j, eps=1e-12), expect, atol=1e-6)

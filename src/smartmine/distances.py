@@ -49,10 +49,13 @@ def row_distances(
 ) -> torch.Tensor:
     """Distances between rows ``x[i]`` and ``x[j]`` for index vectors ``i, j`` of length T; shape ``(T,)``.
 
-    Computed from the difference vectors (not from the Gram matrix), which is exact near zero distance.
+    Computed from the difference vectors (not from the Gram matrix), which is exact near zero distance. Rows are
+    gathered with ``index_select``, whose backward (``index_add_``) sums repeated rows in a fixed order; the backward
+    of ``x[i]`` (``index_put_`` with accumulation) runs in parallel on the CPU once ``T × D`` is large, and then
+    depends on thread timing (a batch mined in the batch has hundreds of triplets over the same rows).
     """
     dtype = _compute_dtype(x)
-    diff = x[i].to(dtype) - x[j].to(dtype)
+    diff = x.index_select(0, i).to(dtype) - x.index_select(0, j).to(dtype)
     d2 = (diff * diff).sum(dim=1)
     return d2 if squared else torch.sqrt(d2 + eps)
 
