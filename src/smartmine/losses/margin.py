@@ -90,7 +90,8 @@ class MarginLoss(BaseLoss):
         self, x: torch.Tensor, labels: torch.Tensor | None, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
     ) -> torch.Tensor:
         beta = self.beta.to(device=x.device, dtype=x.dtype)
-        beta_c = beta[labels[a]] if self.num_classes is not None else beta.expand(a.shape[0])
+        # index_select: its backward sums repeated classes in a fixed order (see distances.row_distances)
+        beta_c = beta.index_select(0, labels[a]) if self.num_classes is not None else beta.expand(a.shape[0])
         d_ap = row_distances(x, a, p, eps=self.eps)
         d_an = row_distances(x, a, n, eps=self.eps)
         pos = torch.relu(d_ap - beta_c + self.alpha)
