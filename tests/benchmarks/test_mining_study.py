@@ -3,21 +3,15 @@ and the summary's selected columns (the epoch of the best held-out MAP@R)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from bench_modules import load
 
 
 @pytest.fixture(scope="module")
 def study():
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("mining_study")
+    return load("mining_study")
 
 
 def test_every_configuration_is_a_valid_config(study):

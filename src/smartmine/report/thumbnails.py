@@ -76,13 +76,11 @@ def open_images(config: Any | None, split: str) -> tuple[ImageSource | None, str
         # rows no longer line up with the saved embeddings.
         dataset = load_dataset(data.name, root=data.root, split=split, seed=config.seed,
                                on_bad_image=data.on_bad_image, **dict(data.options))
+        if split == "train" and data.holdout_classes:  # the rows the run trained on
+            from smartmine.training.builders import split_holdout
+
+            dataset = split_holdout(config, dataset)[0]
     except Exception as exc:  # noqa: BLE001 — a missing root, a moved file, an unknown option: all say "no images"
         where = f" at '{data.root}'" if data.root else ""
         return None, f"the {split} images of dataset '{data.name}'{where} could not be loaded ({exc})"
-    if split == "train" and data.holdout_classes:  # the rows the run trained on (as builders.split_holdout)
-        from smartmine.data.splits import holdout_rows
-        from smartmine.data.subset import RowSubset
-
-        dataset = RowSubset(dataset, np.flatnonzero(~holdout_rows(dataset.labels, data.holdout_classes, config.seed)),
-                            split="train")  # fmt: skip
     return ImageSource(dataset), None

@@ -214,6 +214,7 @@ class SmartMiner:
         }  # fmt: skip
 
         selection = None
+        planned_share = self.mined_fraction * self.guard_scale  # before the steered controller's share_scale
         share_scale = 1.0  # the steered controller shrinks the plan when its κ exceeds the cap
         if not self.is_warmup(epoch):
             if embeddings is None:
@@ -241,7 +242,6 @@ class SmartMiner:
             stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
                          drift_recall=index_stats.get("drift_recall"))  # fmt: skip
             thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
-            planned_share = self.mined_fraction * self.guard_scale
             need = min(1.0, 1.1 * round(planned_share * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:
                 kappa = self.controller.propose(thresholds, need)
@@ -276,7 +276,7 @@ class SmartMiner:
                 index_seconds=t1 - t0, search_seconds=t2 - t1, check_seconds=t_checks - t2,
                 selection_seconds=t3 - t_checks,
             )  # fmt: skip
-        fraction = 0.0 if selection is None else self.mined_fraction * self.guard_scale * share_scale
+        fraction = 0.0 if selection is None else planned_share * share_scale
         plan = build_epoch_plan(selection, lab, num_triplets, fraction, rng)
         planned = plan.num_mined_requested or 0
         stats.update(mined_triplets=plan.num_mined, random_triplets=plan.num_random, shortfall=plan.mined_shortfall,

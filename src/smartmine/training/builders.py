@@ -163,6 +163,13 @@ def build_in_batch_miner(cfg: RunConfig, seed: int):
     return MINERS.get(cfg.mining.strategy)(cfg.mining, seed)
 
 
+def build_batch_miner_factory(cfg: RunConfig):
+    """``factory(seed)`` building the in-batch miner that ``mining.batch_mining`` adds to every smart batch (``auto``:
+    :data:`DEFAULT_BATCH_MINING`), or ``None`` for ``none``."""
+    name = DEFAULT_BATCH_MINING if cfg.mining.batch_mining == "auto" else cfg.mining.batch_mining
+    return None if name == "none" else functools.partial(MINERS.get(name), cfg.mining)
+
+
 def index_factory(cfg: RunConfig, device: torch.device):
     """A zero-argument callable that returns a fresh neighbour index of the configured kind, built with
     ``mining.index_options`` as keyword arguments (the exact index runs on the training device, FANNG is seeded with
@@ -264,11 +271,10 @@ def build_batch_source(
                     "only its own forward passes); use mining.embedding_source=fresh"
                 )
             cache = EmbeddingCache(len(labels), cfg.model.embedding_dim)
-        batch_mining = DEFAULT_BATCH_MINING if m.batch_mining == "auto" else m.batch_mining
         return SmartTripletSource(
             build_smart_miner(cfg, device), labels, loader, triplets_per_batch=m.triplets_per_batch,
             count_mined_only=m.error_counts == "mined", cache=cache, dist=dist, seed=cfg.seed, record=record,
-            batch_miner_factory=None if batch_mining == "none" else functools.partial(MINERS.get(batch_mining), m),
+            batch_miner_factory=build_batch_miner_factory(cfg),
         )  # fmt: skip
     common: dict = dict(
         classes_per_batch=m.classes_per_batch, samples_per_class=m.samples_per_class, strategy=m.strategy,

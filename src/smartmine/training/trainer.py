@@ -118,21 +118,22 @@ class Trainer:
         return DataLoader(self.data.train, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.device.type == "cuda")
 
+    def _embed(self, dataset, desc: str, indices: np.ndarray | None = None) -> torch.Tensor:
+        """Embeddings of ``dataset`` (rows ``indices``, default all) with test-time transforms, on this process."""
+        return embed_dataset(
+            self.model, dataset, device=self.device, batch_size=self.cfg.data.eval_batch_size,
+            num_workers=self.cfg.data.num_workers, indices=indices, amp=self.cfg.train.amp,
+            batch_transform=self.data.eval_batch_transform, progress=self._progress, desc=desc,
+        )  # fmt: skip
+
     def _embed_train(self, indices: np.ndarray | None = None) -> torch.Tensor:
         """Embeddings of training rows ``indices`` on this process; ``None``: the whole training set, identical on
         every rank (each rank embeds its strided shard, then all ranks exchange them)."""
-        def embed(rows: np.ndarray) -> torch.Tensor:
-            return embed_dataset(
-                self.model, self.data.train_eval, device=self.device, batch_size=self.cfg.data.eval_batch_size,
-                num_workers=self.cfg.data.num_workers, indices=rows, amp=self.cfg.train.amp,
-                batch_transform=self.data.eval_batch_transform, progress=self._progress, desc="embed train",
-            )  # fmt: skip
-
         if indices is not None:
-            return embed(indices)
+            return self._embed(self.data.train_eval, "embed train", indices)
         n = len(self.train_labels)
         local = torch.arange(self.dist.rank, n, self.dist.world_size)
-        return gather_rows(embed(local.numpy()), local, n, self.dist)
+        return gather_rows(self._embed(self.data.train_eval, "embed train", local.numpy()), local, n, self.dist)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save(self, epoch: int, *, best: bool) -> None:
@@ -279,22 +280,14 @@ class Trainer:
 
     def _score_holdout(self) -> dict:
         """Retrieval metrics of the held-out training classes (``holdout_`` + name); every rank computes them."""
-        emb = embed_dataset(
-            self.model, self.data.holdout, device=self.device, batch_size=self.cfg.data.eval_batch_size,
-            num_workers=self.cfg.data.num_workers, amp=self.cfg.train.amp,
-            batch_transform=self.data.eval_batch_transform, progress=self._progress, desc="embed held-out",
-        )  # fmt: skip
+        emb = self._embed(self.data.holdout, "embed held-out")
         out = self._metrics(emb, np.asarray(self.data.holdout.labels))
         return {f"holdout_{k}": v for k, v in out.items()}
 
     def _evaluate(self, epoch: int) -> dict:
         out: dict = {}
         if self.dist.is_main:
-            emb = embed_dataset(
-                self.model, self.data.test, device=self.device, batch_size=self.cfg.data.eval_batch_size,
-                num_workers=self.cfg.data.num_workers, amp=self.cfg.train.amp,
-                batch_transform=self.data.eval_batch_transform, progress=self._progress, desc="embed test",
-            )  # fmt: skip
+            emb = self._embed(self.data.test, "embed test")
             labels = np.asarray(self.data.test.labels)
             out = self._metrics(emb, labels)
             run_folder.save_test_embeddings(self.run_dir, emb, labels, epoch)
