@@ -66,3 +66,45 @@ def test_spatial_order_is_a_permutation_and_windows_stay_in_range():
     w = window_candidates(10, 4)
     assert w.min() == 0 and w.max() == 9 and w.shape == (10, 4)
     assert all(i in row for i, row in enumerate(w.tolist()))
+
+
+def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
+    """build_candidates + clear_sampled over disjoint row ranges (the parallel path) against the definition: each
+    row's new (old) candidates are the S offers of smallest hash priority among its new (old) forward entries and the
+    reverse of everybody's new (old) entries that point to it; a forward new entry loses its flag iff sampled."""
+    from smartmine.index import _knn_kernels as KK
+
+    rng = np.random.default_rng(5)
+    n, k, s, seed = 40, 6, 4, 77
+    nn_i = np.stack([rng.choice(np.delete(np.arange(n), v), size=k, replace=False) for v in range(n)]).astype(np.int32)
+    nn_i[3, 4:] = -1  # padding is skipped
+    nn_i[nn_i[:, 0], 1] = np.arange(n)  # many mutual pairs
+    flags = ((rng.random((n, k)) < 0.5) & (nn_i >= 0)).astype(np.uint8)  # padding is never new
+
+    # A mutual pair offers each end twice (forward and reverse): the heap keeps one copy.
+    offers: dict[str, list[set]] = {"new": [set() for _ in range(n)], "old": [set() for _ in range(n)]}
+    for v in range(n):
+        for j in range(k):
+            u = int(nn_i[v, j])
+            if u >= 0:
+                kind = "new" if flags[v, j] else "old"
+                offers[kind][v].add(u)
+                offers[kind][u].add(v)
+
+    def sampled(kind: str, v: int) -> list:
+        return sorted(sorted(offers[kind][v], key=lambda w: int(KK._priority(seed, v, w)))[:s])
+
+    for bounds in ([(0, n)], [(0, 17), (17, 18), (18, n)]):
+        nn_new = flags.copy()
+        heaps = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32)]
+        olds = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32)]
+        for lo, hi in bounds:
+            KK.build_candidates(nn_i, nn_new, seed, *heaps, *olds, lo, hi)
+        for lo, hi in bounds:
+            KK.clear_sampled(nn_i, nn_new, seed, heaps[1], heaps[2], lo, hi)
+        for v in range(n):
+            assert sorted(heaps[0][v, : heaps[2][v]].tolist()) == sampled("new", v), (bounds, v)
+            assert sorted(olds[0][v, : olds[2][v]].tolist()) == sampled("old", v), (bounds, v)
+            for j in range(k):
+                if flags[v, j]:
+                    assert nn_new[v, j] == (0 if int(nn_i[v, j]) in sampled("new", v) else 1), (bounds, v, j)

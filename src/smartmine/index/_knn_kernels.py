@@ -6,11 +6,14 @@ has been offered to a local join once.
 
 One iteration has two steps:
 
-1. :func:`build_candidates` (sequential, ``O(N K log S)``): every point's *new* and *old* candidate sets, each at most
+1. :func:`build_candidates` (``O(N K log S)``, parallel over disjoint ranges of candidate rows: each range scans the
+   whole table and keeps the offers to its own rows): every point's *new* and *old* candidate sets, each at most
    ``S`` points, drawn from its forward entries and from the reverse of everybody's entries (a reverse edge matters
    as much as a forward one). When more than ``S`` offer themselves, the ``S`` with the smallest hash priority stay,
-   a hash of ``(seed, iteration, source, target)``, so the sampling is deterministic. Forward new entries that made
-   it into the sample lose their new flag.
+   a hash of ``(seed, iteration, source, target)``, so the sampling is deterministic. Then :func:`clear_sampled`:
+   forward new entries that made it into the sample lose their new flag. A mutual pair offers each end twice; the
+   repeat is dropped (it used to take a second slot: removing it gave 7 iterations instead of 9 and recall 0.988
+   instead of 0.985 at 20k × 64, k = 64).
 2. :func:`join_range` (parallel over disjoint ranges of points ``u``): the paper's local join. Every pair ``(a, b)``
    of ``u``'s candidates with at least one new gets its distance computed while those few vectors sit in cache (the
    next point's are prefetched); a pair that could enter ``a``'s or ``b``'s list (no farther than its last entry and
@@ -59,9 +62,14 @@ def _priority(seed, a, b):
 @njit(inline="always", **_OPTS)
 def _offer(ci, cp, cn, row, item, pri):
     """Offer ``item`` with priority ``pri`` to row ``row`` of a bounded max-heap of priorities (capacity
-    ``ci.shape[1]``): it keeps the items of smallest priority."""
+    ``ci.shape[1]``): it keeps the distinct items of smallest priority (an item already held is not added again)."""
     cap = ci.shape[1]
     c = cn[row]
+    if c >= cap and pri >= cp[row, 0]:
+        return
+    for t in range(c):  # a mutual pair offers each end twice (same priority): one slot is enough
+        if ci[row, t] == item:
+            return
     if c < cap:
         p = c
         while p > 0:
@@ -92,32 +100,51 @@ def _offer(ci, cp, cn, row, item, pri):
 
 
 @njit(**_OPTS)
-def build_candidates(nn_i, nn_new, seed, new_i, new_p, new_n, old_i, old_p, old_n):
-    """Step 1 of an iteration: fill the new and old candidate heaps (``(N, S)`` ids and uint32 priorities, counts
-    ``(N,)``) from the forward and reverse entries of the lists, then clear the new flag of every forward entry that
-    was sampled into its point's new candidates."""
+def build_candidates(nn_i, nn_new, seed, new_i, new_p, new_n, old_i, old_p, old_n, row_lo, row_hi):
+    """Step 1 of an iteration for the candidate rows ``row_lo .. row_hi-1``: fill their new and old candidate heaps
+    (``(N, S)`` ids and uint32 priorities, counts ``(N,)``) from the forward entries of those rows and the reverse
+    of everybody's entries that point into them. Each call scans the whole table but writes only its own rows, and a
+    row receives its offers in the same order whatever the split, so disjoint ranges may run in parallel and give the
+    sequential result. :func:`clear_sampled` must run after *all* ranges are done (it changes the flags read here)."""
     n, k = nn_i.shape
-    for v in range(n):
+    for v in range(row_lo, row_hi):
         new_n[v] = 0
         old_n[v] = 0
     for v in range(n):
+        own_v = row_lo <= v < row_hi
         for j in range(k):
             u = nn_i[v, j]
             if u < 0:
                 continue
+            own_u = row_lo <= u < row_hi
+            if not (own_v or own_u):
+                continue
             if nn_new[v, j]:
-                _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
-                _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
+                if own_v:
+                    _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
+                if own_u:
+                    _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
             else:
-                _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
-                _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
-    cap = new_i.shape[1]
-    for v in range(n):
+                if own_v:
+                    _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
+                if own_u:
+                    _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
+    return 0
+
+
+@njit(**_OPTS)
+def clear_sampled(nn_i, nn_new, seed, new_p, new_n, row_lo, row_hi):
+    """Clear the new flag of every forward entry of rows ``row_lo .. row_hi-1`` that :func:`build_candidates` sampled
+    into its point's new candidates."""
+    n, k = nn_i.shape
+    cap = new_p.shape[1]
+    for v in range(row_lo, row_hi):
         full = new_n[v] >= cap
         for j in range(k):
             # An entry is in the heap iff its priority is at most the root's (roots only shrink once a heap is full).
             if nn_new[v, j] and (not full or _priority(seed, v, nn_i[v, j]) <= new_p[v, 0]):
                 nn_new[v, j] = 0
+    return 0
 
 
 @njit(inline="always", **_OPTS)
@@ -223,8 +250,10 @@ def join_range(x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, 
         if u + 1 < n:
             for i in range(new_n[u + 1]):
                 prefetch_row(x, new_i[u + 1, i])
+                prefetch_row(nn_d, new_i[u + 1, i])
             for i in range(old_n[u + 1]):
                 prefetch_row(x, old_i[u + 1, i])
+                prefetch_row(nn_d, old_i[u + 1, i])
         for i in range(nn):
             a = new_i[u, i]
             m = _join_one(x, nn_i, nn_d, a, new_i[u], i + 1, nn, out_a, out_b, out_d, m)

@@ -105,7 +105,9 @@ def nn_descent(
         init: optional ``(N, C)`` int candidate ids per point (``-1`` ignored; out-of-range ids are an error): the
             starting lists are the ``k`` nearest of them (a warm start). Default: random-projection-tree windows.
         max_candidates: ``S``, the new and the old candidates sampled per point per iteration (default
-            ``min(k, 32)``). More: fewer iterations, more work per iteration.
+            ``min(k, 64)``). More: fewer iterations, more work per iteration (pairs per point grow as ``S²``). At
+            100k × 64, k = 64, overlapping classes: S = 32 took 34.8 s for recall 0.952 (iteration cap reached),
+            S = 64 28.0 s for 0.978 in 7 iterations, S = 96 37.5 s for 0.986 (docs/BENCHMARKS.md).
         max_iters: iteration cap (default 10).
         delta: stop when an iteration inserts fewer than ``delta * N * k`` entries (default 0.001, the paper's).
         seed: seeds the tree and the candidate sampling.
@@ -142,7 +144,7 @@ def nn_descent(
     run_rows(n, threads, scratch, lambda lo, hi, s: KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, s, 0))
     t_init = time.perf_counter() - t0
 
-    s_cap = max(1, min(k, 32) if max_candidates is None else int(max_candidates))
+    s_cap = max(1, min(k, 64) if max_candidates is None else int(max_candidates))
     new_i = np.empty((n, s_cap), dtype=np.int32)
     new_p = np.empty((n, s_cap), dtype=np.uint32)
     new_n = np.empty(n, dtype=np.int32)
@@ -161,7 +163,16 @@ def nn_descent(
     parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
     for it in range(max_iters):
         t1 = time.perf_counter()
-        KK.build_candidates(nn_i, nn_new, seed * 1_000_003 + it, new_i, new_p, new_n, old_i, old_p, old_n)
+        it_seed = seed * 1_000_003 + it
+
+        def candidates(lo: int, hi: int, it_seed: int = it_seed) -> int:
+            return int(KK.build_candidates(nn_i, nn_new, it_seed, new_i, new_p, new_n, old_i, old_p, old_n, lo, hi))
+
+        def clear(lo: int, hi: int, it_seed: int = it_seed) -> int:
+            return int(KK.clear_sampled(nn_i, nn_new, it_seed, new_p, new_n, lo, hi))
+
+        run_chunks(candidates, parts, threads)
+        run_chunks(clear, parts, threads)  # only after every range has read the flags
         t2 = time.perf_counter()
         updates = 0
         for b0 in range(0, n, chunk * per_block):
