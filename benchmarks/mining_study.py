@@ -128,13 +128,15 @@ def run(args: argparse.Namespace) -> None:
         peers.require_pml()
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in configs:
+    overrides = _parse_sets(args.set or [])
+    for base_name in configs:
+        name = f"{base_name}+{args.tag}" if args.tag else base_name
         for seed in args.seeds:
             path = out / f"{name}__seed{seed}.json"
             if path.exists():
                 print(f"{name} seed {seed}: done already", flush=True)
                 continue
-            raw = config_for(name, args.holdout_classes)
+            raw = cub100_study._merge(config_for(base_name, args.holdout_classes), overrides)
             if args.epochs is not None:  # e.g. an in-batch peer given the image budget of the triplet batches
                 if raw["mining"].get("warmup_epochs") == EPOCHS:  # random triplets throughout stay random throughout
                     raw["mining"]["warmup_epochs"] = args.epochs
@@ -151,13 +153,31 @@ def run(args: argparse.Namespace) -> None:
                   flush=True)  # fmt: skip
 
 
+def _parse_sets(items: list[str]) -> dict:
+    """``["mining.kappa_min=0.25", ...]`` -> a nested dict (values parsed as YAML) to merge over a configuration."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE, got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- aggregation
 def _load(results_dir: Path) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for path in sorted(results_dir.glob("*__seed*.json")):
         res = json.loads(path.read_text(encoding="utf-8"))
         runs.setdefault(res["config"], []).append(res)
-    return {name: runs[name] for name in CONFIGS if name in runs}
+    order = {name: i for i, name in enumerate(CONFIGS)}  # study order first, tagged explorations after their base
+    return dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0].split("+")[0], len(order)), kv[0])))
 
 
 def _curve(res: list[dict], key: str) -> np.ndarray:
@@ -272,9 +292,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="training classes set aside, scored every epoch (best.pt on them); for smart_plan_guarded")
     ap.add_argument("--epochs", type=int, help=f"train this many epochs instead of {EPOCHS} (use a separate "
                     "--results-dir)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="exploration: override a config key of every configuration run (needs --tag)")
+    ap.add_argument("--tag", help="suffix of the configuration name in result files: NAME+TAG__seedS.json")
     ap.add_argument("--aggregate-only", action="store_true")
     ap.add_argument("--plot", default=str(REPO / "docs" / "mining_study_curves.png"))
     args = ap.parse_args(argv)
+    if args.set and not args.tag:
+        ap.error("--set needs --tag, so that overridden runs never land in the plain configuration's files")
     if not args.aggregate_only:
         run(args)
     results = Path(args.results_dir)
