@@ -56,3 +56,14 @@ def test_summary_reports_the_epoch_the_held_out_classes_pick(study, tmp_path):
     # final epoch 3 (25.0 / 70.0); the held-out classes pick epoch 2 (30.0 / 60.0)
     row = "| random_global | 2 | 25.0 ± 0.0 | 70.0 ± 0.0 | 50.0 ± 0.0 | 3 | 1 | 30.0 ± 0.0 | 60.0 ± 0.0 (2.0) |"
     assert row in text
+
+
+def test_exploration_overrides_need_a_tag_and_nest_yaml_values(study):
+    assert study._parse_sets(["mining.kappa_min=0.25", "mining.mined_fraction=1", "data.options.max_shift=3"]) == {
+        "mining": {"kappa_min": 0.25, "mined_fraction": 1},
+        "data": {"options": {"max_shift": 3}},
+    }
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        study._parse_sets(["mining.kappa_min"])
+    with pytest.raises(SystemExit):  # argparse error: an override without a tag would overwrite the plain results
+        study.main(["--configs", "random_global", "--set", "mining.kappa_min=0.5"])
