@@ -233,3 +233,61 @@ def test_threads_searching_a_fresh_index_wait_for_the_lazy_graph(monkeypatch):
     for d, i in results.values():
         np.testing.assert_array_equal(i, ref_i)
         np.testing.assert_allclose(d, ref_d, rtol=1e-6)
+
+
+def _pruned_graph(data: np.ndarray):
+    from smartmine.index.fanng_build import knn_prune_graph
+    from smartmine.index.knn_graph import nn_descent
+
+    lists = nn_descent(data, 8, seed=0)
+    return knn_prune_graph(data, lists.idx, lists.sq_dist, 30, 1)
+
+
+def test_random_pairs_in_batches_of_one_are_the_sequential_loop(data):
+    """grow_random_pairs with batch=1 (each pair judged on the current graph) against a plain Python restatement of
+    the paper's random-pair loop: same pairs, sliding-window stopping rule, Traverse-Add on every failure."""
+    from smartmine.index import _fanng_kernels as K
+    from smartmine.index.fanng_build import grow_random_pairs
+
+    x = np.ascontiguousarray(data[:300])
+    n, window, target, seed = x.shape[0], 50, 0.9, 4
+    nbr, lens, deg = _pruned_graph(x)
+    got_deg = deg.copy()
+    got = grow_random_pairs(x, nbr.copy(), lens.copy(), got_deg, target, window, seed, 10**6, 10**6, 2, batch=1)
+
+    rng = np.random.default_rng(seed)
+    hist: list[int] = []
+    need = int(np.ceil(target * window - 1e-9))
+    stack = np.empty((64, 2), np.int32)
+    si, sf = np.empty((2, nbr.shape[1]), np.int32), np.empty((2, nbr.shape[1]), np.float32)
+    while not (len(hist) >= window and sum(hist[-window:]) >= need):
+        v1 = int(rng.integers(0, n, size=1, dtype=np.int32)[0])
+        v2 = int(rng.integers(0, n - 1, size=1, dtype=np.int32)[0])
+        v2 += v2 >= v1
+        u, _ = K._downhill(x, nbr, deg, v2, v1)
+        hist.append(int(u == v2))
+        if u != v2:
+            nbr, lens, stack, si, sf, _, status = K._traverse_add(x, nbr, lens, deg, v1, v2, stack, si, sf, 10**6)
+            assert status == K.STATUS_OK
+    assert got[2] == len(hist) and got[5] == K.STATUS_OK
+    assert got[3] == pytest.approx(sum(hist[-window:]) / window)
+    assert len(hist) > window and sum(1 - h for h in hist) > 0  # the loop did repair something
+    np.testing.assert_array_equal(got_deg, deg)
+    w = deg.max()
+    np.testing.assert_array_equal(got[0][:, :w], nbr[:, :w])
+
+
+def test_random_pairs_in_batches_do_not_depend_on_the_thread_count(data):
+    from smartmine.index.fanng_build import grow_random_pairs
+
+    x = np.ascontiguousarray(data)
+    runs = []
+    for threads in (1, 3):
+        nbr, lens, deg = _pruned_graph(x)
+        nbr, lens, pairs, rate, _, status = grow_random_pairs(x, nbr, lens, deg, 0.95, 200, 1, 10**6, 10**6, threads,
+                                                              batch=64)  # fmt: skip
+        assert pairs > 64 and rate >= 0.95 and status == 0  # several batches, target reached
+        runs.append((nbr[:, : deg.max()], deg, pairs))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert runs[0][2] == runs[1][2]

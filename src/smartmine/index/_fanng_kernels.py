@@ -271,6 +271,50 @@ def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, ma
     return nbr, lens, n_pairs, rate, n_dist, status
 
 
+@njit(**_OPTS)
+def downhill_range(x, nbr, deg, v1, v2, lo, hi, ok, nd):
+    """Downhill tests of the pairs ``lo .. hi-1``: ``ok[i]`` is 1 when naive downhill search from ``v1[i]`` reaches
+    ``v2[i]``, ``nd[i]`` its distance computations. Reads the graph only, so disjoint ranges may run in parallel."""
+    for i in range(lo, hi):
+        u, d = _downhill(x, nbr, deg, v2[i], v1[i])
+        ok[i] = 1 if u == v2[i] else 0
+        nd[i] = d
+    return 0
+
+
+@njit(**_OPTS)
+def repair_failed_pairs(x, nbr, lens, deg, v1, v2, ok, nd, hist, counters, need, max_ops):
+    """The sequential half of a batch of random pairs tested by :func:`downhill_range`: in pair order, each outcome
+    enters the sliding window ``hist`` (its length is the window) and a failed pair gets Traverse-Add (which re-tests
+    on the current graph first, so a pair an earlier repair fixed costs one downhill search). Stops before a pair once
+    the window holds ``need`` successes after at least a full window, as :func:`grow_graph` does.
+
+    ``counters`` (int64, updated in place): ``[pairs so far, successes in the window, distance computations]``.
+    Returns ``(nbr, lens, done, status)``; ``done`` is True when the success target was reached."""
+    window = hist.shape[0]
+    stack = np.empty((64, 2), dtype=np.int32)
+    scratch_i = np.empty((2, nbr.shape[1]), dtype=np.int32)
+    scratch_f = np.empty((2, nbr.shape[1]), dtype=np.float32)
+    for i in range(v1.shape[0]):
+        if counters[0] >= window and counters[1] >= need:
+            return nbr, lens, True, STATUS_OK
+        slot = counters[0] % window
+        if counters[0] >= window:
+            counters[1] -= hist[slot]
+        hist[slot] = ok[i]
+        counters[1] += ok[i]
+        counters[0] += 1
+        counters[2] += nd[i]
+        if not ok[i]:
+            nbr, lens, stack, scratch_i, scratch_f, d, status = _traverse_add(
+                x, nbr, lens, deg, v1[i], v2[i], stack, scratch_i, scratch_f, max_ops
+            )
+            counters[2] += d
+            if status != STATUS_OK:
+                return nbr, lens, False, status
+    return nbr, lens, counters[0] >= window and counters[1] >= need, STATUS_OK
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Backtrack search over the CSR graph.
 # ----------------------------------------------------------------------------------------------------------------------

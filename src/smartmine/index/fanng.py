@@ -55,7 +55,7 @@ from smartmine._validation import ArrayLike, check_embeddings, check_positive_in
 from smartmine.index import _fanng_kernels as K
 from smartmine.index import _knn_kernels as KK
 from smartmine.index.base import NeighbourIndex, check_warm_lists, drop_self, to_numpy_f32
-from smartmine.index.fanng_build import dense_to_csr, knn_prune_graph
+from smartmine.index.fanng_build import dense_to_csr, grow_random_pairs, knn_prune_graph
 from smartmine.index.knn_graph import KnnLists, nn_descent, spatial_order
 
 
@@ -365,8 +365,8 @@ class FanngIndex(NeighbourIndex):
             # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate (a warm
             # start measures the rate on one window of pairs only, unless warm_pairs).
             target = self.target_success if not warm or self.warm_pairs else 0.0
-            nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
-                xv, nbr, lens, deg, -1, target, window, self.seed, max_pairs, max_ops, 0
+            nbr, lens, n_pairs, rate, n_dist, status = grow_random_pairs(
+                xv, nbr, lens, deg, target, window, self.seed, max_pairs, max_ops, self._threads()
             )
         else:
             t_knn = 0.0

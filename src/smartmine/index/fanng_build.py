@@ -11,8 +11,10 @@ candidates in parallel, with FANNG's own edge rule:
 3. **Reverse edges**: every kept edge ``u→v`` offers ``v→u`` to ``v``; each vertex re-prunes its edges plus these
    offers (shortest first, at most ``2 * max_degree`` offers), so that a vertex is reachable from its neighbours.
 4. The caller (:class:`~smartmine.index.fanng.FanngIndex`) then runs Traverse-Add on random pairs until the downhill
-   success rate reaches ``target_success`` (few pairs: most already succeed), caps the degree and repairs greedy
-   reachability from the start vertex, both with the paper's Traverse-Add, so the graph's guarantees are FANNG's.
+   success rate reaches ``target_success`` (:func:`grow_random_pairs`: the downhill tests of a batch of pairs in
+   parallel against one snapshot of the graph, the repairs of the failed ones in order), caps the degree and repairs
+   greedy reachability from the start vertex, both with the paper's Traverse-Add, so the graph's guarantees are
+   FANNG's.
 
 Steps 2 and 3 write only the row of the vertex they prune and read the others' candidates, so the graph does not
 depend on the thread count.
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from smartmine._threads import run_chunks
 from smartmine.index import _fanng_kernels as K
 from smartmine.index.knn_graph import run_rows
+
+PAIR_BATCH = 4096  # random pairs tested in parallel against one snapshot of the graph
 
 
 def dense_to_csr(nbr: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +116,61 @@ def knn_prune_graph(
     rev_i, rev_d = reverse_candidates(nbr, lens, deg, 2 * cap)
     indptr, indices = dense_to_csr(nbr, deg)
     return prune_candidates(x, rev_i, rev_d, max_degree, threads, indptr, indices)
+
+
+def grow_random_pairs(
+    x: np.ndarray,
+    nbr: np.ndarray,
+    lens: np.ndarray,
+    deg: np.ndarray,
+    target_success: float,
+    window: int,
+    seed: int,
+    max_pairs: int,
+    max_ops: int,
+    threads: int,
+    batch: int = PAIR_BATCH,
+) -> tuple[np.ndarray, np.ndarray, int, float, int, int]:
+    """Step 4's random pairs in batches: the downhill tests of a batch of ``batch`` pairs run in parallel against the
+    graph as it was at the start of the batch (read-only), then the failed pairs get Traverse-Add in order, one
+    thread. Same stopping rule as :func:`~smartmine.index._fanng_kernels.grow_graph` (``target_success`` of the last
+    ``window`` pairs), and the same return value ``(nbr, lens, pairs, success rate, distance computations, status)``.
+
+    A pair is judged on the batch's snapshot: one that an earlier repair of the same batch fixed still counts as a
+    failure (its Traverse-Add then finds the path and adds nothing), so the measured rate errs on the low side. The
+    pairs come from ``numpy.random.default_rng(seed)`` and the tests do not depend on the thread count, so neither
+    does the graph; it does differ from the sequential kernel's (other pairs, judged a batch late)."""
+    n = x.shape[0]
+    if n < 2:
+        return nbr, lens, 0, 1.0, 0, K.STATUS_OK
+    rng = np.random.default_rng(seed)
+    hist = np.zeros(window, dtype=np.uint8)
+    counters = np.zeros(3, dtype=np.int64)
+    need = int(np.ceil(target_success * window - 1e-9))
+    status = K.STATUS_OK
+    ok = np.empty(batch, dtype=np.uint8)
+    nd = np.empty(batch, dtype=np.int64)
+    while True:
+        if counters[0] >= window and counters[1] >= need:
+            break
+        if counters[0] >= max_pairs:
+            status = K.STATUS_MAX_PAIRS
+            break
+        b = int(min(batch, max_pairs - counters[0]))
+        v1 = rng.integers(0, n, size=b, dtype=np.int32)
+        v2 = rng.integers(0, n - 1, size=b, dtype=np.int32)
+        v2 += v2 >= v1
+        step = -(-b // (4 * threads))
+        bounds = [(lo, min(b, lo + step)) for lo in range(0, b, step)]
+
+        def test(lo: int, hi: int, g: tuple = (nbr, v1, v2)) -> int:
+            return int(K.downhill_range(x, g[0], deg, g[1], g[2], lo, hi, ok, nd))
+
+        run_chunks(test, bounds, threads)
+        nbr, lens, done, status = K.repair_failed_pairs(
+            x, nbr, lens, deg, v1, v2, ok[:b], nd[:b], hist, counters, need, max_ops
+        )
+        if done or status != K.STATUS_OK:
+            break
+    rate = float(counters[1]) / min(max(int(counters[0]), 1), window)
+    return nbr, lens, int(counters[0]), rate, int(counters[2]), int(status)
