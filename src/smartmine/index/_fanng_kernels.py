@@ -190,6 +190,25 @@ def _traverse_add(x, nbr, lens, deg, v1, v2, stack, scratch_i, scratch_f, max_op
     return nbr, lens, stack, scratch_i, scratch_f, n_dist, STATUS_OK
 
 
+@njit(inline="always", **_OPTS)
+def _record_pair(hist, counters, ok):
+    """Enter one random pair's downhill outcome ``ok`` (0/1) into the sliding window ``hist`` (its length is the
+    window); ``counters`` (int64): ``[pairs so far, successes in the window, ...]``, updated in place."""
+    window = hist.shape[0]
+    slot = counters[0] % window
+    if counters[0] >= window:
+        counters[1] -= hist[slot]
+    hist[slot] = ok
+    counters[1] += ok
+    counters[0] += 1
+
+
+@njit(inline="always", **_OPTS)
+def _target_met(hist, counters, need):
+    """Whether at least a full window of pairs was tested and the window holds ``need`` successes."""
+    return counters[0] >= hist.shape[0] and counters[1] >= need
+
+
 @njit(**_OPTS)
 def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, max_pairs, max_ops, max_rounds):
     """Traverse-Add phase of construction, in one of two modes (one kernel, so Traverse-Add is compiled once).
@@ -238,13 +257,12 @@ def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, ma
 
     np.random.seed(seed)  # noqa: NPY002 - numba seeds its own generator this way
     hist = np.zeros(window, dtype=np.uint8)
-    n_ok = 0
-    n_pairs = 0
+    counters = np.zeros(2, dtype=np.int64)  # pairs so far, successes in the window
     need = int(np.ceil(target_success * window - 1e-9))
     while True:
-        if n_pairs >= window and n_ok >= need:
+        if _target_met(hist, counters, need):
             break
-        if n_pairs >= max_pairs:
+        if counters[0] >= max_pairs:
             status = STATUS_MAX_PAIRS
             break
         v1 = np.random.randint(0, n)  # noqa: NPY002 - numba has no Generator API
@@ -254,12 +272,7 @@ def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, ma
         u, nd = _downhill(x, nbr, deg, v2, v1)
         n_dist += nd
         ok = 1 if u == v2 else 0
-        slot = n_pairs % window
-        if n_pairs >= window:
-            n_ok -= hist[slot]
-        hist[slot] = ok
-        n_ok += ok
-        n_pairs += 1
+        _record_pair(hist, counters, ok)
         if not ok:
             nbr, lens, stack, scratch_i, scratch_f, nd, status = _traverse_add(
                 x, nbr, lens, deg, v1, v2, stack, scratch_i, scratch_f, max_ops
@@ -267,8 +280,8 @@ def grow_graph(x, nbr, lens, deg, repair_start, target_success, window, seed, ma
             n_dist += nd
             if status != STATUS_OK:
                 break
-    rate = n_ok / min(max(n_pairs, 1), window)
-    return nbr, lens, n_pairs, rate, n_dist, status
+    rate = counters[1] / min(max(counters[0], 1), window)
+    return nbr, lens, counters[0], rate, n_dist, status
 
 
 @njit(**_OPTS)
@@ -291,19 +304,13 @@ def repair_failed_pairs(x, nbr, lens, deg, v1, v2, ok, nd, hist, counters, need,
 
     ``counters`` (int64, updated in place): ``[pairs so far, successes in the window, distance computations]``.
     Returns ``(nbr, lens, done, status)``; ``done`` is True when the success target was reached."""
-    window = hist.shape[0]
     stack = np.empty((64, 2), dtype=np.int32)
     scratch_i = np.empty((2, nbr.shape[1]), dtype=np.int32)
     scratch_f = np.empty((2, nbr.shape[1]), dtype=np.float32)
     for i in range(v1.shape[0]):
-        if counters[0] >= window and counters[1] >= need:
+        if _target_met(hist, counters, need):
             return nbr, lens, True, STATUS_OK
-        slot = counters[0] % window
-        if counters[0] >= window:
-            counters[1] -= hist[slot]
-        hist[slot] = ok[i]
-        counters[1] += ok[i]
-        counters[0] += 1
+        _record_pair(hist, counters, ok[i])
         counters[2] += nd[i]
         if not ok[i]:
             nbr, lens, stack, scratch_i, scratch_f, d, status = _traverse_add(
@@ -312,7 +319,7 @@ def repair_failed_pairs(x, nbr, lens, deg, v1, v2, ok, nd, hist, counters, need,
             counters[2] += d
             if status != STATUS_OK:
                 return nbr, lens, False, status
-    return nbr, lens, counters[0] >= window and counters[1] >= need, STATUS_OK
+    return nbr, lens, _target_met(hist, counters, need), STATUS_OK
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -150,9 +150,7 @@ def grow_random_pairs(
     status = K.STATUS_OK
     ok = np.empty(batch, dtype=np.uint8)
     nd = np.empty(batch, dtype=np.int64)
-    while True:
-        if counters[0] >= window and counters[1] >= need:
-            break
+    while True:  # each batch ends with the target met (done), an error, or more pairs needed
         if counters[0] >= max_pairs:
             status = K.STATUS_MAX_PAIRS
             break
@@ -163,8 +161,8 @@ def grow_random_pairs(
         step = -(-b // (4 * threads))
         bounds = [(lo, min(b, lo + step)) for lo in range(0, b, step)]
 
-        def test(lo: int, hi: int, g: tuple = (nbr, v1, v2)) -> int:
-            return int(K.downhill_range(x, g[0], deg, g[1], g[2], lo, hi, ok, nd))
+        def test(lo: int, hi: int, nbr: np.ndarray = nbr, v1: np.ndarray = v1, v2: np.ndarray = v2) -> int:
+            return int(K.downhill_range(x, nbr, deg, v1, v2, lo, hi, ok, nd))
 
         run_chunks(test, bounds, threads)
         nbr, lens, done, status = K.repair_failed_pairs(
