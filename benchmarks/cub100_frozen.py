@@ -143,7 +143,7 @@ def run_one(
     rows, t_start = [], time.perf_counter()
     smart = cfg.mining.strategy == "smart"
     if smart:
-        sm = builders.build_smart_miner(cfg, torch.device("cpu"))
+        sm = builders.build_smart_miner(cfg, torch.device("cpu"), len(y_tr))
         batch_miners = builders.build_batch_miner_factory(cfg)
         if name == "smart_plan_guarded":
             sm.holdout_guard = HoldoutGuard()  # defaults fixed before any run: patience 2, factor 0.5

@@ -136,11 +136,12 @@ def run(args: argparse.Namespace) -> None:
             if path.exists():
                 print(f"{name} seed {seed}: done already", flush=True)
                 continue
-            raw = cub100_study._merge(config_for(base_name, args.holdout_classes), overrides)
+            raw = config_for(base_name, args.holdout_classes)
             if args.epochs is not None:  # e.g. an in-batch peer given the image budget of the triplet batches
                 if raw["mining"].get("warmup_epochs") == EPOCHS:  # random triplets throughout stay random throughout
                     raw["mining"]["warmup_epochs"] = args.epochs
                 raw = cub100_study._merge(raw, {"train": {"epochs": args.epochs}})
+            raw = cub100_study._merge(raw, overrides)  # after --epochs: an explicit --set always wins
             t0 = time.perf_counter()
             rows = cub100_study.run_one(
                 name, seed, raw, Path(args.runs_dir) / name / f"seed{seed}", lambda s: print(s, flush=True)

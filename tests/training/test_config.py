@@ -121,6 +121,36 @@ def test_index_options_reach_the_index() -> None:
     assert index_factory(cfg, torch.device("cpu"))().chunk_size == 128
 
 
+def test_auto_index_picks_exact_up_to_the_threshold_and_on_a_gpu() -> None:
+    from smartmine.index.exact import ExactIndex
+    from smartmine.index.fanng import FanngIndex
+    from smartmine.training.builders import AUTO_EXACT_MAX_POINTS, index_factory, resolve_index
+
+    cfg = config_from_dict({})
+    assert cfg.mining.index == "auto" and AUTO_EXACT_MAX_POINTS == 60_000
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert resolve_index(cfg, cpu, 60_000) == "exact"
+    assert resolve_index(cfg, cpu, 60_001) == "fanng"
+    assert resolve_index(cfg, gpu, 5_000_000) == "exact"
+    assert isinstance(index_factory(cfg, cpu, 4_080)(), ExactIndex)
+    fanng = index_factory(cfg, cpu, 100_000)()
+    assert isinstance(fanng, FanngIndex) and fanng.seed == cfg.seed
+    # A named index is used whatever the size.
+    assert resolve_index(config_from_dict({"mining": {"index": "fanng"}}), cpu, 10) == "fanng"
+    assert resolve_index(config_from_dict({"mining": {"index": "exact"}}), cpu, 10**7) == "exact"
+    with pytest.raises(ValueError, match=r"n_points: mining\.index=auto needs the training-set size"):
+        index_factory(cfg, cpu)
+
+
+def test_auto_index_refuses_index_options() -> None:
+    named = r"mining\.index_options: need a named mining\.index \(exact, fanng or faiss\)"
+    with pytest.raises(ConfigError, match=named):
+        config_from_dict({"mining": {"index_options": {"search_budget": 1024}}})
+    choices = r"mining\.index: 'fannng' is not one of auto, exact, fanng, faiss \(did you mean 'fanng'\?\)"
+    with pytest.raises(ConfigError, match=choices):
+        config_from_dict({"mining": {"index": "fannng"}})
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

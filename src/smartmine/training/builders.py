@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from smartmine.training.config import ConfigError, RunConfig
 from smartmine.training.distributed import DistInfo
 from smartmine.training.errors import TrainingError
 from smartmine.training.registry import INDEXES, LOSSES, MINERS
+
+logger = logging.getLogger("smartmine.training")
 
 DEFAULT_BATCH_MINING = "semihard"
 """What ``mining.batch_mining: auto`` means for smart mining (docs/BENCHMARKS.md, "Smart batches mined in the
@@ -170,15 +173,43 @@ def build_batch_miner_factory(cfg: RunConfig):
     return None if name == "none" else functools.partial(MINERS.get(name), cfg.mining)
 
 
-def index_factory(cfg: RunConfig, device: torch.device):
-    """A zero-argument callable that returns a fresh neighbour index of the configured kind, built with
-    ``mining.index_options`` as keyword arguments (the exact index runs on the training device, FANNG is seeded with
-    the run's seed)."""
-    spec, options, seed = INDEXES.get(cfg.mining.index), dict(cfg.mining.index_options), cfg.seed
-    return lambda: spec.make(options, seed, device)
+AUTO_EXACT_MAX_POINTS = 60_000
+"""``mining.index: auto`` mines with exact search up to this many training points on a CPU, with FANNG above. On this
+project's 2-core CPU a warm-started FANNG epoch catches up with exact search at about 60k points (64-d, k = 64) and
+takes half its time at 100k, while a cold FANNG build stays slower (docs/BENCHMARKS.md, "Which index mines
+fastest"). On a GPU exact search is one matrix product per chunk of queries, so ``auto`` always picks it there."""
 
 
-def build_smart_miner(cfg: RunConfig, device: torch.device):
+def resolve_index(cfg: RunConfig, device: torch.device, n_points: int | None) -> str:
+    """The index ``mining.index`` names; for ``auto``, ``exact`` on a CUDA device or up to
+    :data:`AUTO_EXACT_MAX_POINTS` training points, else ``fanng``. ``n_points``: the training-set size (needed for
+    ``auto``)."""
+    name = cfg.mining.index
+    if name != "auto":
+        return name
+    if n_points is None:
+        raise ValueError("n_points: mining.index=auto needs the training-set size")
+    return "exact" if torch.device(device).type == "cuda" or n_points <= AUTO_EXACT_MAX_POINTS else "fanng"
+
+
+def index_factory(cfg: RunConfig, device: torch.device, n_points: int | None = None):
+    """A zero-argument callable that returns a fresh neighbour index of the configured kind (``auto`` resolved by
+    :func:`resolve_index` for ``n_points`` training points), built with ``mining.index_options`` as keyword arguments
+    (the exact index runs on the training device, FANNG is seeded with the run's seed)."""
+    name = resolve_index(cfg, device, n_points)
+    spec, options, seed = INDEXES.get(name), dict(cfg.mining.index_options), cfg.seed
+    told: list[bool] = []
+
+    def make():
+        if cfg.mining.index == "auto" and not told:  # said once, when mining first needs an index
+            logger.info("mining.index auto: %s for %d training points", name, n_points)
+            told.append(True)
+        return spec.make(options, seed, device)
+
+    return make
+
+
+def build_smart_miner(cfg: RunConfig, device: torch.device, n_points: int | None = None):
     from smartmine.smart import AdaptiveKappa, HoldoutGuard, SmartMiner, SteeredKappa
 
     m = cfg.mining
@@ -195,7 +226,7 @@ def build_smart_miner(cfg: RunConfig, device: torch.device):
             min_share_scale=m.min_share_scale,
         )  # fmt: skip
     return SmartMiner(
-        index_factory=index_factory(cfg, device),
+        index_factory=index_factory(cfg, device, n_points),
         k=m.k,
         kappa_controller=controller,
         adaptive=m.adaptive,
@@ -272,7 +303,7 @@ def build_batch_source(
                 )
             cache = EmbeddingCache(len(labels), cfg.model.embedding_dim)
         return SmartTripletSource(
-            build_smart_miner(cfg, device), labels, loader, triplets_per_batch=m.triplets_per_batch,
+            build_smart_miner(cfg, device, len(labels)), labels, loader, triplets_per_batch=m.triplets_per_batch,
             count_mined_only=m.error_counts == "mined", cache=cache, dist=dist, seed=cfg.seed, record=record,
             batch_miner_factory=build_batch_miner_factory(cfg),
         )  # fmt: skip
@@ -283,7 +314,7 @@ def build_batch_source(
     miners = functools.partial(build_in_batch_miner, cfg)
     if m.graph_batches:
         return GraphBatchSource(
-            labels, loader, miners, num_classes=int(labels.max()) + 1, index_factory=index_factory(cfg, device),
-            k=m.k, warmup_epochs=m.warmup_epochs, **common,
+            labels, loader, miners, num_classes=int(labels.max()) + 1,
+            index_factory=index_factory(cfg, device, len(labels)), k=m.k, warmup_epochs=m.warmup_epochs, **common,
         )  # fmt: skip
     return InBatchSource(labels, loader, miners, **common)

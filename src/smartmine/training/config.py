@@ -107,8 +107,9 @@ class MiningConfig:
     nonzero_loss_cutoff: float = 1.4
     max_triplets: int | None = None
     """Cap on triplets per batch for in-batch miners (None: no cap)."""
-    index: str = "fanng"
-    """Neighbour index of smart mining: exact | fanng | faiss."""
+    index: str = "auto"
+    """Neighbour index of smart mining: auto (default: exact search up to 60,000 training points on the CPU, and on a
+    GPU at any size; FANNG above) | exact | fanng | faiss. The presets name ``fanng`` (the paper's system)."""
     index_options: dict = field(default_factory=dict)
     """Keyword arguments of the index, e.g. ``{search_budget: 1024, max_degree: 40}`` for fanng or
     ``{ef_search: 128}`` for faiss (checked against the index's constructor before any work starts)."""
@@ -236,7 +237,7 @@ def registered_choices() -> dict[str, tuple[str, ...]]:
         "loss.name": LOSSES.names(),
         "mining.strategy": ("smart", *MINERS.names()),
         "mining.batch_mining": ("auto", "none", *MINERS.names()),
-        "mining.index": INDEXES.names(),
+        "mining.index": ("auto", *INDEXES.names()),
     }
 
 
@@ -393,6 +394,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
             raise ConfigError(f"{key}: 'faiss' needs the faiss package: pip install 'smartmine[faiss]'")
     if cfg.mining.index_options:
         from smartmine.training.registry import INDEXES
+
+        if cfg.mining.index == "auto":
+            raise ConfigError(
+                "mining.index_options: need a named mining.index (exact, fanng or faiss); 'auto' picks one by "
+                "training-set size, so options for one of them could not apply"
+            )
 
         try:
             INDEXES.get(cfg.mining.index).check(cfg.mining.index_options)
