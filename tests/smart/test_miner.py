@@ -196,7 +196,8 @@ def test_steered_auto_kappa_fills_the_plan_and_reports_thresholds():
     from smartmine.smart.thresholds import kappa_for_share, kappa_thresholds
 
     x, y = clustered(spread=0.9)
-    miner = SmartMiner(index_factory=BruteForceIndex, kappa_controller=SteeredKappa(kappa0=None, kappa_min=0.1),
+    steer = SteeredKappa(kappa0=None, kappa_min=0.1, cautious_start=False)
+    miner = SmartMiner(index_factory=BruteForceIndex, kappa_controller=steer,
                        warmup_epochs=0, mined_fraction=0.5, selection="semihard")  # fmt: skip
     assert miner.kappa is None  # auto: unresolved until the first lists are seen
     plan, stats = miner.plan_epoch(x, y, 0)
@@ -211,6 +212,28 @@ def test_steered_auto_kappa_fills_the_plan_and_reports_thresholds():
     assert stats["mined_triplets"] >= 0.8 * 80  # the plan (almost) fills at the auto κ
     assert stats["t_q10"] <= stats["t_q50"] <= stats["t_q90"]
     assert stats["list_recall"] == pytest.approx(1.0)  # brute-force lists are exact
+
+
+def test_cautious_auto_start_mines_the_plan_floor_at_its_easier_kappa():
+    from smartmine.smart.controller import SteeredKappa
+    from smartmine.smart.thresholds import kappa_for_share, kappa_thresholds
+
+    x, y = clustered(spread=0.9)
+    steer = SteeredKappa(kappa0=None, kappa_min=0.1, min_share_scale=0.25)  # cautious_start is the default
+    miner = SmartMiner(index_factory=BruteForceIndex, kappa_controller=steer,
+                       warmup_epochs=0, mined_fraction=0.5, selection="semihard")  # fmt: skip
+    plan, stats = miner.plan_epoch(x, y, 0)
+    ref = BruteForceIndex()
+    ref.build(x)
+    d2, nbr = ref.neighbours(stats["k"])
+    th = kappa_thresholds(nbr, d2, y, "semihard")
+    need = 1.1 * 80 / 160  # the share of anchors the whole plan needs (10 % spare)
+    floor, cap = kappa_for_share(th, 0.25 * need), kappa_for_share(th, need)
+    assert floor > cap  # the floor's plan admits easier triplets
+    assert stats["kappa"] == pytest.approx(floor) and stats["kappa_cap"] == pytest.approx(cap)
+    assert stats["mined_fraction"] == pytest.approx(0.5 * 0.25) and stats["mined_planned"] == 20
+    assert stats["mined_triplets"] >= 0.8 * 20
+    assert int(plan.is_mined.sum()) == stats["mined_triplets"]
 
 
 def test_steered_kappa_above_the_cap_plans_fewer_mined_triplets():

@@ -68,7 +68,7 @@ def test_partial_shortfall_never_raises_kappa():
 
 def test_auto_kappa0_starts_at_cap_and_cap_binds():
     th = thresholds([0.5, 1.5, 3.0, 6.0])
-    c = SteeredKappa(kappa0=None, kappa_min=0.1)
+    c = SteeredKappa(kappa0=None, kappa_min=0.1, cautious_start=False)
     assert c.kappa is None
     with pytest.raises(RuntimeError, match="propose"):
         c.update(0.5, 1.0)
@@ -132,6 +132,28 @@ def test_bounded_change_and_clamp():
     assert c.history[-1].rule == "fit"
 
 
+def test_cautious_start_begins_at_the_plan_floor_and_grows_on_a_low_error():
+    th = thresholds([0.5, 1.5, 3.0, 6.0])
+    c = SteeredKappa(kappa0=None, kappa_min=0.1, min_share_scale=0.5)  # cautious_start is the default
+    # The whole plan (half the anchors) fills below 3; its floor (a quarter) below 6: start there, half the plan.
+    k = c.propose(th, 0.5)
+    assert k == pytest.approx(6.0, rel=1e-6) and k < 6.0 and c.share_scale == 0.5
+    assert th.share_above(k) == 0.25
+    # Error above the target: κ doubles (12), above the cap, and the plan stays at its floor at the floor's κ.
+    c.update(0.9, 1.0)
+    assert c.propose(th, 0.5) == pytest.approx(k) and c.share_scale == 0.5
+    # Error below the target: κ halves to below the cap of 3, and the whole plan is mined.
+    c.update(0.1, 1.0)
+    k2 = c.propose(th, 0.5)
+    assert k2 < 3.0 and c.share_scale == 1.0
+    # Without the cautious start the first epoch mines the whole plan at the cap.
+    bold = SteeredKappa(kappa0=None, kappa_min=0.1, min_share_scale=0.5, cautious_start=False)
+    assert bold.propose(th, 0.5) == pytest.approx(3.0, rel=1e-6) and bold.share_scale == 1.0
+    # A plan that may not shrink (min_share_scale 1) or a fixed κ0 start as before.
+    assert SteeredKappa(kappa0=None, kappa_min=0.1, min_share_scale=1.0).propose(th, 0.5) == pytest.approx(3.0)
+    assert SteeredKappa(kappa0=2.0, kappa_min=0.1).propose(th, 0.5) == 2.0
+
+
 def test_state_round_trip_and_validation():
     c = SteeredKappa(kappa0=None, target_error=0.6)
     c.propose(thresholds([2.0, 5.0]), 0.5)
@@ -139,6 +161,11 @@ def test_state_round_trip_and_validation():
     d = SteeredKappa()
     d.load_state_dict(c.state_dict())
     assert d.kappa == c.kappa and d.history == c.history and d.target_error == 0.6
+    e = SteeredKappa(cautious_start=False)
+    e.load_state_dict(c.state_dict())
+    assert e.cautious_start is True
+    e.load_state_dict({k: v for k, v in c.state_dict().items() if k != "cautious_start"})  # written before it existed
+    assert e.cautious_start is False and e.kappa == c.kappa
     c.propose(WIDE, 0.5)
     d.propose(WIDE, 0.5)
     assert c.update(0.7, 1.0) == d.update(0.7, 1.0)

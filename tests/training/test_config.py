@@ -213,3 +213,14 @@ def test_dataset_options_are_checked_when_the_config_is_read() -> None:
                                           r"\(did you mean 'variants_per_face'\?\)"):
         config_from_dict({"data": {"options": {"variants_per_fce": 2}}})
     assert config_from_dict({"data": {"options": {"variants_per_face": 2}}}).data.options == {"variants_per_face": 2}
+
+
+def test_cautious_start_reaches_the_controller() -> None:
+    from smartmine.training.builders import build_smart_miner
+
+    cpu = torch.device("cpu")
+    assert build_smart_miner(config_from_dict({}), cpu, 100).controller.cautious_start is True
+    off = config_from_dict({"mining": {"cautious_start": False}})
+    assert build_smart_miner(off, cpu, 100).controller.cautious_start is False
+    with pytest.raises(ConfigError, match=r"mining\.cautious_start"):
+        config_from_dict({"mining": {"cautious_start": "maybe"}})

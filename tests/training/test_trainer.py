@@ -71,8 +71,10 @@ def test_run_folder_contents(reference_run: Path) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     # warm-up epoch: random triplets only; afterwards the smart miner reports κ and its counts
     assert rows[0]["mined_triplets"] == 0 and rows[0]["random_triplets"] == 192
-    # auto κ₀: the largest κ at which the planned share of anchors has a valid negative (the cap), so the plan fills
-    assert rows[1]["kappa"] == rows[1]["kappa_cap"] or rows[1]["kappa"] == 1.0  # 1.0: the floor
+    # auto κ₀ with the cautious start: the plan at its floor (a quarter of mined_fraction 0.5), at a κ above the cap of
+    # the whole plan (easier triplets), unless κ's floor of 1 binds
+    assert rows[1]["mined_fraction"] == 0.125
+    assert rows[1]["kappa"] > rows[1]["kappa_cap"] or rows[1]["kappa"] == 1.0
     assert rows[1]["mined_triplets"] >= 0.8 * rows[1]["mined_planned"] > 0
     assert rows[1]["mined_triplets"] + rows[1]["random_triplets"] == 192
     for row in rows:

@@ -258,6 +258,11 @@ class SteeredKappa:
         max_change: largest factor κ may change by in one update, >= step (default 4).
         min_share_scale: smallest factor the planned mined share may shrink to, in (0, 1] (default 0.25; 1 keeps the
             full plan and caps κ instead).
+        cautious_start: with ``kappa0=None``, start the first mined epoch with the plan at its floor, at the κ that
+            fills ``min_share_scale × share`` (easier triplets, fewer of them), and let the error decide whether the
+            plan grows (default True). False starts at ``cap`` with the full plan. Hard mined triplets can cost accuracy
+            where the model is not ready for them (fine-tuning on cub100, docs/BENCHMARKS.md): starting small means
+            the controller has measured the mined error before it mines at full share.
     """
 
     def __init__(
@@ -272,6 +277,7 @@ class SteeredKappa:
         step: float = 2.0,
         max_change: float = 4.0,
         min_share_scale: float = 0.25,
+        cautious_start: bool = True,
     ) -> None:
         kappa_min, kappa_max, target_error, tolerance = _check_common(kappa_min, kappa_max, target_error, tolerance)
         if kappa0 is not None:
@@ -295,6 +301,7 @@ class SteeredKappa:
         self.step = float(step)
         self.max_change = float(max_change)
         self.min_share_scale = float(min_share_scale)
+        self.cautious_start = bool(cautious_start)
         self._kappa: float | None = kappa0
         self._share_scale = 1.0
         self._history: list[SteerRecord] = []
@@ -322,17 +329,24 @@ class SteeredKappa:
             share: share of anchors the full plan needs mined, in [0, 1].
 
         Returns:
-            The controller's κ (``cap = kappa_for_share(thresholds, share)`` for the first epoch of ``auto``), clamped
-            to ``[kappa_min, kappa_max]``. Above ``cap`` the plan shrinks to ``share_scale = share_above(κ) / share``;
-            where that is below ``min_share_scale``, κ is lowered to ``kappa_for_share(thresholds, min_share_scale ×
-            share)`` instead. With ``min_share_scale = 1``, or a ``cap`` below ``kappa_min`` (no κ above the floor
-            fills the plan), κ is capped at ``cap`` and the plan kept. The result becomes the controller's κ.
+            The controller's κ (for the first epoch of ``auto``: ``cap = kappa_for_share(thresholds, share)``, or
+            with ``cautious_start`` the plan at its floor, ``kappa_for_share(thresholds, min_share_scale × share)``),
+            clamped to ``[kappa_min, kappa_max]``. Above ``cap`` the plan shrinks to
+            ``share_scale = share_above(κ) / share``; where that is below ``min_share_scale``, κ is lowered to
+            ``kappa_for_share(thresholds, min_share_scale × share)`` instead. With ``min_share_scale = 1``, or a
+            ``cap`` below ``kappa_min`` (no κ above the floor fills the plan), κ is capped at ``cap`` and the plan
+            kept. The result becomes the controller's κ.
         """
         share = float(share)
         cap = kappa_for_share(thresholds, share)
         kappa, scale = (cap if self._kappa is None else self._kappa), 1.0
-        if kappa > cap:
-            if share > 0.0 and cap >= self.kappa_min and self.min_share_scale < 1.0:
+        can_shrink = share > 0.0 and cap >= self.kappa_min and self.min_share_scale < 1.0
+        if self._kappa is None and self.cautious_start and can_shrink:
+            floor = kappa_for_share(thresholds, self.min_share_scale * share)
+            if floor > cap:  # the floor's plan is easier to fill than the whole plan: start there
+                kappa, scale = floor, self.min_share_scale
+        elif kappa > cap:
+            if can_shrink:
                 scale = thresholds.share_above(kappa) / share
                 if scale < self.min_share_scale:
                     scale = self.min_share_scale
@@ -394,6 +408,7 @@ class SteeredKappa:
             "step": self.step,
             "max_change": self.max_change,
             "min_share_scale": self.min_share_scale,
+            "cautious_start": self.cautious_start,
             "kappa": self._kappa,
             "share_scale": self._share_scale,
             "history": [asdict(r) for r in self._history],
@@ -407,7 +422,9 @@ class SteeredKappa:
                 "max_change")  # fmt: skip
         # States written before the plan could shrink lack min_share_scale / share_scale: they resume with the full
         # plan (min_share_scale 1 reproduces the old behaviour exactly).
-        fresh = SteeredKappa(**{k: state[k] for k in keys}, min_share_scale=state.get("min_share_scale", 1.0))
+        # States written before the cautious start began at the cap (it matters only before the first mined epoch).
+        fresh = SteeredKappa(**{k: state[k] for k in keys}, min_share_scale=state.get("min_share_scale", 1.0),
+                             cautious_start=state.get("cautious_start", False))  # fmt: skip
         kappa = state["kappa"]
         if kappa is not None and not (fresh.kappa_min <= float(kappa) <= fresh.kappa_max):
             raise ValueError(f"state['kappa']: {kappa} lies outside [{fresh.kappa_min}, {fresh.kappa_max}]")

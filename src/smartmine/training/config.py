@@ -140,6 +140,10 @@ class MiningConfig:
     min_share_scale: float = 0.25
     """Steered controller: when the training error stays above the target even at the largest κ that fills the plan,
     the planned mined share shrinks (down to this factor of ``mined_fraction``) so that κ can rise; 1 never shrinks."""
+    cautious_start: bool = True
+    """Steered controller with ``kappa: auto``: the first mined epoch mines only ``min_share_scale`` of the plan, at
+    the κ that fills that much (easier triplets), and the plan grows once its error is at or below the target; false
+    starts with the whole plan at the hardest κ that fills it (sessions 4-7). docs/ARCHITECTURE.md, "Smart mining"."""
     selection: str = "semihard"
     """semihard (default, ours: random listed positive, nearest negative with D²(a,n) > κ·D²(a,p); κ = 1 is semi-hard
     over the training set) | strict (Algorithm 1, the paper) | margin_aware (ours: keep mining triplets that still
