@@ -173,10 +173,11 @@ def build_batch_miner_factory(cfg: RunConfig):
     return None if name == "none" else functools.partial(MINERS.get(name), cfg.mining)
 
 
-AUTO_EXACT_MAX_POINTS = 60_000
+AUTO_EXACT_MAX_POINTS = 80_000
 """``mining.index: auto`` mines with exact search up to this many training points on a CPU, with FANNG above. On this
-project's 2-core CPU a warm-started FANNG epoch catches up with exact search at about 60k points (64-d, k = 64) and
-takes half its time at 100k, while a cold FANNG build stays slower (docs/BENCHMARKS.md, "Which index mines
+project's 2-core CPU (64-d, k = 64, overlapping classes) exact search took 6.8 s at 60k against 8.9 s for a
+warm-started FANNG epoch and 16.5 s for a cold one, and 16.9 s at 100k against 13.1 s warm and 29.8 s cold: warm
+epochs catch up at about 77k, and every run also has one cold epoch (docs/BENCHMARKS.md, "Which index mines
 fastest"). On a GPU exact search is one matrix product per chunk of queries, so ``auto`` always picks it there."""
 
 
