@@ -88,6 +88,7 @@ def test_warmup_epochs_are_random_and_build_no_index():
     for epoch in (0, 1):
         plan, stats = miner.plan_epoch(None, y, epoch)
         assert stats["warmup"] and stats["kappa"] is None and not plan.is_mined.any() and len(plan) == 160
+        assert stats["index"] is None
         assert miner.update_error(0.3) == 16.0  # a warm-up error does not reach the controller
     assert BruteForceIndex.builds == 0 and miner.controller.history == []
     plan, stats = miner.plan_epoch(torch.from_numpy(x), y, 2)  # torch embeddings are accepted
@@ -130,6 +131,7 @@ def test_default_index_is_exact_and_agrees_with_brute_force():
     p1, s1 = SmartMiner(**kw).plan_epoch(x, y, 0)
     p2, s2 = SmartMiner(index_factory=BruteForceIndex, **kw).plan_epoch(x, y, 0)
     assert s1["k"] == 59  # default k capped at N - 1
+    assert s1["index"] == "exact" and s2["index"] == "index"  # the backend's name (the base class's for a custom one)
     assert np.array_equal(p1.a, p2.a) and np.array_equal(p1.n, p2.n) and np.array_equal(p1.p, p2.p)
 
 
@@ -390,7 +392,7 @@ def test_fanng_lists_are_built_at_the_mining_length_unless_the_user_fixed_it():
         miner = SmartMiner(index_factory=factory, k=40, adaptive=False, kappa=1.0, warmup_epochs=0,
                            selection="semihard", match_list_length=match)  # fmt: skip
         _, stats = miner.plan_epoch(x, y, 0)
-        assert made[0].knn_k == expected and stats["list_recall"] >= 0.9
+        assert made[0].knn_k == expected and stats["list_recall"] >= 0.9 and stats["index"] == "fanng"
     base = {"mining": {"strategy": "smart", "index": "fanng"}}
     assert build_smart_miner(config_from_dict(base), torch.device("cpu")).match_list_length
     base["mining"]["index_options"] = {"knn_k": 16}

@@ -13,6 +13,8 @@ def test_mined_epoch_line_shows_the_controller_view():
         "epoch 3 | loss 0.1000 | err 0.523/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2000/2040 (50% of triplets) | "
         "lists 0.99 | recall@1 0.9000 | 4.2s"
     )
+    # with the index that built the lists (what `mining.index: auto` chose)
+    assert "| lists 0.99 (exact) |" in summary({**row, "index": "exact"})
 
 
 def test_warmup_and_in_batch_lines_have_no_mining_fields():

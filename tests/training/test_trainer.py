@@ -71,6 +71,8 @@ def test_run_folder_contents(reference_run: Path) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     # warm-up epoch: random triplets only; afterwards the smart miner reports κ and its counts
     assert rows[0]["mined_triplets"] == 0 and rows[0]["random_triplets"] == 192
+    # which index built the lists: none in warm-up (empty cell), then the configured one
+    assert "index" not in rows[0] and rows[1]["index"] == rows[2]["index"] == "exact"
     # auto κ₀ with the cautious start: the plan at its floor (a quarter of mined_fraction 0.5), at a κ above the cap of
     # the whole plan (easier triplets), unless κ's floor of 1 binds
     assert rows[1]["mined_fraction"] == 0.125

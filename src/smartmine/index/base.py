@@ -29,6 +29,10 @@ class NeighbourIndex(abc.ABC):
     with the same messages.
     """
 
+    name: str = "index"
+    """Short name of the backend (``mining.index``'s spelling: ``"exact"``, ``"fanng"``, ``"faiss"``), recorded in
+    each mined epoch's metrics."""
+
     def __init__(self) -> None:
         self._n: int = 0
         self._dim: int = 0

@@ -370,6 +370,8 @@ class ExactIndex(NeighbourIndex):
     index (the :class:`~smartmine.index.base.NeighbourIndex` contract).
     """
 
+    name = "exact"
+
     def __init__(self, device: torch.device | str | None = None, chunk_size: int | None = None) -> None:
         super().__init__()
         self.device = resolve_device(device)

@@ -42,6 +42,8 @@ class FaissIndex(NeighbourIndex):
     Distances are squared Euclidean (float32), ascending; faiss's ``-1`` padding becomes distance ``inf``.
     """
 
+    name = "faiss"
+
     def __init__(
         self,
         kind: str = "hnsw",

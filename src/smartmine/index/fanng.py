@@ -147,6 +147,8 @@ class FanngIndex(NeighbourIndex):
     seconds per phase).
     """
 
+    name = "fanng"
+
     def __init__(
         self,
         target_success: float = 0.98,

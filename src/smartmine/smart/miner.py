@@ -188,7 +188,8 @@ class SmartMiner:
             and the steered controller's ``share_scale``; ``None`` in warm-up), ``random_positives``,
             ``kappa_cap`` (largest κ at which the planned share of anchors has a valid negative), ``t_q10`` /
             ``t_q50`` / ``t_q90`` (quantiles of the thresholds ``t_a``), ``list_recall`` (``None`` when unchecked),
-            ``warm_start`` (1.0 when the index started from the previous epoch's lists, else 0.0; ``None`` in
+            ``index`` (the neighbour index's :attr:`~smartmine.index.base.NeighbourIndex.name`, ``None`` in
+            warm-up), ``warm_start`` (1.0 when the index started from the previous epoch's lists, else 0.0; ``None`` in
             warm-up), ``drift_recall`` (their recall under the new embeddings, ``None`` without a warm start),
             ``index_seconds``, ``search_seconds``, ``selection_seconds``.
 
@@ -209,7 +210,7 @@ class SmartMiner:
             "epoch": epoch, "warmup": True, "kappa": None, "k": None, "anchors_with_negatives": 0,
             "anchors_mined": 0, "anchors_without_positive": None, "available_mined": 0, "random_positives": 0,
             "kappa_cap": None, "t_q10": None, "t_q50": None, "t_q90": None, "list_recall": None, "warm_start": None,
-            "drift_recall": None,
+            "drift_recall": None, "index": None,
             "index_seconds": 0.0, "search_seconds": 0.0, "selection_seconds": 0.0,
         }  # fmt: skip
 
@@ -240,7 +241,8 @@ class SmartMiner:
             self._warm_lists = index.warm_lists() if self.warm_start else None
             index_stats = getattr(index, "stats_", None) or {}
             stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
-                         drift_recall=index_stats.get("drift_recall"))  # fmt: skip
+                         drift_recall=index_stats.get("drift_recall"),
+                         index=getattr(index, "name", type(index).__name__))  # fmt: skip
             thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
             need = min(1.0, 1.1 * round(planned_share * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:

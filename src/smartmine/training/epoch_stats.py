@@ -47,8 +47,9 @@ class EpochStats:
 
 def summary(row: dict) -> str:
     """The one-line log of a finished epoch; a mined epoch also shows the error against its target, κ with the
-    thresholds ``t_a`` (10/50/90 % quantiles), mined against planned triplets and the recall of the neighbour lists,
-    e.g. ``err 0.52/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2040/2040 (50% of triplets) | lists 0.99``."""
+    thresholds ``t_a`` (10/50/90 % quantiles), mined against planned triplets and the recall of the neighbour lists
+    with the index that built them, e.g.
+    ``err 0.52/0.50 | κ 1.4 (t_a 1.07/1.47/2.89) | mined 2040/2040 (50% of triplets) | lists 0.99 (fanng)``."""
     parts = [f"epoch {int(row['epoch'])}", f"loss {row['loss']:.4f}"]
     if row.get("train_error") is not None:
         target = row.get("target_error")
@@ -62,7 +63,8 @@ def summary(row: dict) -> str:
         of = f" ({share:.0%} of triplets)" if share is not None else ""
         parts.append(f"mined {int(row.get('mined_triplets') or 0)}/{int(row['mined_planned'])}{of}")
     if row.get("list_recall") is not None:
-        parts.append(f"lists {row['list_recall']:.2f}")
+        index = f" ({row['index']})" if isinstance(row.get("index"), str) else ""  # which index mining used
+        parts.append(f"lists {row['list_recall']:.2f}{index}")
     if "holdout_map@r" in row:  # data.holdout_classes: the training classes set aside
         parts.append(f"held-out map@r {row['holdout_map@r']:.4f}")
     for key in ("recall@1", "map@r", "nmi"):
