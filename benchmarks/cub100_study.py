@@ -10,8 +10,9 @@ plots of Recall@1 against epoch and against training wall time (``--plots-dir``,
 Modes (``--mode``):
 
 - ``full``: the study as specified (all 100 classes, 224 px crops, 20 epochs, seeds 0 1 2); needs a GPU;
-- ``cpu``: all of cub100 at 128 px crops, 4 epochs (1 random warm-up), seeds 0 1 2: about a quarter of an hour
-  per run on 2 CPU cores; a reduced regime (a pretrained network fine-tuned briefly), NOT the study;
+- ``cpu``: all of cub100 at 128 px crops, 4 epochs (1 random warm-up), seeds 0 1 2: 48-51 minutes per run on 2 CPU
+  cores shared with another job (docs/BENCHMARKS.md); a reduced regime (a pretrained network fine-tuned briefly), NOT
+  the study;
 - ``quick``: real cub100 images, but a packed subset (8 classes × 10 images, 64 px crops), 2 epochs (the
   second mined), one seed: minutes on 2 CPU cores, to check that everything runs; its numbers say nothing about the
   methods;
