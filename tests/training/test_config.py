@@ -224,3 +224,16 @@ def test_cautious_start_reaches_the_controller() -> None:
     assert build_smart_miner(off, cpu, 100).controller.cautious_start is False
     with pytest.raises(ConfigError, match=r"mining\.cautious_start"):
         config_from_dict({"mining": {"cautious_start": "maybe"}})
+
+
+def test_list_extras_reach_the_miner_and_negative_counts_are_named() -> None:
+    from smartmine.training.builders import build_smart_miner
+
+    cfg = config_from_dict({"mining": {"extra_positives": 32, "extra_negatives": 48}})
+    miner = build_smart_miner(cfg, torch.device("cpu"), 100)
+    assert (miner.extra_positives, miner.extra_negatives) == (32, 48)
+    default = build_smart_miner(RunConfig(), torch.device("cpu"), 100)
+    assert (default.extra_positives, default.extra_negatives) == (0, 0)
+    for key in ("extra_positives", "extra_negatives"):
+        with pytest.raises(ConfigError, match=rf"mining.{key}: must be >= 0, got -1"):
+            config_from_dict({"mining": {key: -1}})

@@ -305,6 +305,7 @@ class SteeredKappa:
         self._kappa: float | None = kappa0
         self._share_scale = 1.0
         self._history: list[SteerRecord] = []
+        self.last_cap: float | None = None  # κ_cap of the last propose() (not state: recomputed every epoch)
 
     @property
     def kappa(self) -> float | None:
@@ -335,10 +336,11 @@ class SteeredKappa:
             ``share_scale = share_above(κ) / share``; where that is below ``min_share_scale``, κ is lowered to
             ``kappa_for_share(thresholds, min_share_scale × share)`` instead. With ``min_share_scale = 1``, or a
             ``cap`` below ``kappa_min`` (no κ above the floor fills the plan), κ is capped at ``cap`` and the plan
-            kept. The result becomes the controller's κ.
+            kept. The result becomes the controller's κ; ``cap`` is kept as :attr:`last_cap`.
         """
         share = float(share)
         cap = kappa_for_share(thresholds, share)
+        self.last_cap = cap  # the miner records it (one sort of the thresholds per epoch, not two)
         kappa, scale = (cap if self._kappa is None else self._kappa), 1.0
         can_shrink = share > 0.0 and cap >= self.kappa_min and self.min_share_scale < 1.0
         if self._kappa is None and self.cautious_start and can_shrink:

@@ -22,6 +22,7 @@ from smartmine._validation import ArrayLike, check_embeddings, check_labels, che
 from smartmine.index.base import NeighbourIndex
 from smartmine.smart.controller import AdaptiveKappa, SteeredKappa
 from smartmine.smart.holdout import HoldoutGuard
+from smartmine.smart.list_extras import widen_lists
 from smartmine.smart.list_recall import neighbour_list_recall
 from smartmine.smart.plan import TripletPlan, build_epoch_plan
 from smartmine.smart.selection import SELECTION_MODES, select_triplets
@@ -78,6 +79,9 @@ class SmartMiner:
             exact.
         holdout_guard: a :class:`~smartmine.smart.holdout.HoldoutGuard` whose ``scale`` multiplies the planned mined
             share; fed by :meth:`update_holdout` (default ``None``: no held-out signal).
+        extra_positives: same-class points appended to every neighbour list before selection (default 0); with
+            ``extra_negatives`` see :func:`~smartmine.smart.list_extras.widen_lists`.
+        extra_negatives: uniformly random other-class points appended to every neighbour list (default 0).
 
     Attributes:
         last_selection: the :class:`~smartmine.smart.selection.SelectionResult` of the last mined epoch (``None``
@@ -103,6 +107,8 @@ class SmartMiner:
         match_list_length: bool = True,
         warm_start: bool = True,
         holdout_guard: HoldoutGuard | None = None,
+        extra_positives: int = 0,
+        extra_negatives: int = 0,
     ) -> None:
         if not callable(index_factory):
             raise ValueError("index_factory: expected a zero-argument callable returning a NeighbourIndex")
@@ -139,6 +145,8 @@ class SmartMiner:
         if holdout_guard is not None and not isinstance(holdout_guard, HoldoutGuard):
             raise ValueError(f"holdout_guard: expected a HoldoutGuard or None, got {type(holdout_guard).__name__}")
         self.holdout_guard = holdout_guard
+        self.extra_positives = check_positive_int(extra_positives, "extra_positives", minimum=0)
+        self.extra_negatives = check_positive_int(extra_negatives, "extra_negatives", minimum=0)
         self._warm_lists: np.ndarray | None = None  # (N, K) point ids of the last mined epoch's lists
         self._last_plan_mined = False
         self._last_fill = 1.0
@@ -243,6 +251,10 @@ class SmartMiner:
             stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
                          drift_recall=index_stats.get("drift_recall"),
                          index=getattr(index, "name", type(index).__name__))  # fmt: skip
+            # The recall check looks at the index's own lists; selection and thresholds at the widened ones.
+            recall_lists = nbr
+            nbr, sq_dist = widen_lists(emb, nbr, sq_dist, lab, np.random.default_rng([self.seed, epoch, 2]),
+                                       self.extra_positives, self.extra_negatives)  # fmt: skip
             thresholds = kappa_thresholds(nbr, sq_dist, lab, self.selection)
             need = min(1.0, 1.1 * round(planned_share * num_triplets) / (n * self.triplets_per_anchor))
             if self.steered:
@@ -251,10 +263,11 @@ class SmartMiner:
             else:
                 kappa = self.kappa
             t_q = thresholds.quantiles((0.1, 0.5, 0.9))
-            cap = _finite_or_none(kappa_for_share(thresholds, need))  # recorded for every controller, fixed κ too
+            # Recorded for every controller, fixed κ too (the steered one has just computed it).
+            cap = _finite_or_none(self.controller.last_cap if self.steered else kappa_for_share(thresholds, need))
             stats.update(kappa_cap=cap, t_q10=t_q[0], t_q50=t_q[1], t_q90=t_q[2])
             if self.list_recall_sample:
-                recall = neighbour_list_recall(emb, nbr, np.random.default_rng([self.seed, epoch, 1]),
+                recall = neighbour_list_recall(emb, recall_lists, np.random.default_rng([self.seed, epoch, 1]),
                                                self.list_recall_sample)  # fmt: skip
                 stats["list_recall"] = recall
                 if recall < LIST_RECALL_WARNING:

@@ -244,6 +244,8 @@ def build_smart_miner(cfg: RunConfig, device: torch.device, n_points: int | None
         match_list_length="knn_k" not in m.index_options,
         warm_start=m.warm_start,
         holdout_guard=HoldoutGuard(patience=m.holdout_patience) if m.holdout_patience else None,
+        extra_positives=m.extra_positives,
+        extra_negatives=m.extra_negatives,
     )
 
 

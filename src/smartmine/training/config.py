@@ -164,6 +164,12 @@ class MiningConfig:
     holdout_patience: int = 0
     """Smart mining: halve the planned mined share after this many mined epochs without a new best held-out MAP@R
     (needs ``data.holdout_classes``); the share never grows back. 0 (default): off."""
+    extra_positives: int = 0
+    """Smart mining: other images of the anchor's class appended to every neighbour list before selection (the whole
+    class when it is smaller), so that mined positives are not only the nearest ones. 0 (default): the lists only."""
+    extra_negatives: int = 0
+    """Smart mining: uniformly random other-class images appended to every neighbour list, so that an anchor whose
+    listed negatives stop short of its κ bound can still be mined. 0 (default): the lists only."""
 
 
 @dataclass
@@ -265,7 +271,7 @@ POSITIVE: tuple[str, ...] = (
 NON_NEGATIVE: tuple[str, ...] = (
     "data.num_workers", "mining.warmup_epochs", "loss.margin", "loss.global_weight", "optim.weight_decay",
     "optim.head_lr_mult", "loss.nu", "loss.contrastive_margin", "mining.list_recall_sample", "data.holdout_classes",
-    "mining.holdout_patience",
+    "mining.holdout_patience", "mining.extra_positives", "mining.extra_negatives",
 )
 FRACTIONS: tuple[str, ...] = ("mining.mined_fraction", "mining.target_error", "optim.momentum")
 

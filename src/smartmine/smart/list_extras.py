@@ -1,0 +1,137 @@
+"""Widen every neighbour list with sampled same-class and other-class points (ours, issue 15).
+
+A k-NN list only holds a point's nearest neighbours, so mining from it alone is biased twice: its positives are the
+anchor's *nearest* same-class points (the far ones, which retrieval must also pull in, are never trained as mined
+positives), and an anchor whose semi-hard bound lies past its list's last negative cannot be mined at all, so a
+controller steering κ ends up choosing *which anchors* are mined (those with an unusually close positive) instead of
+how hard their triplets are (docs/BENCHMARKS.md, "Session 9").
+
+:func:`widen_lists` appends to each anchor's list
+
+* up to ``extra_positives`` other points of its class (a uniformly placed window of the class; the whole class when it
+  has at most ``extra_positives`` other points), and
+* ``extra_negatives`` uniformly random points of other classes,
+
+with their exact squared distances, removes duplicates and re-sorts each row. Selection and the thresholds ``t_a``
+then run on the widened lists unchanged: a semi-hard slot draws its positive from (nearly) the whole class, and an
+anchor whose listed negatives stop short of its bound takes the nearest sampled negative past it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from smartmine._validation import ArrayLike, check_positive_int
+from smartmine.smart.selection import class_layout
+
+_CHUNK_ROWS = 4_096  # bounds the (rows, extras, D) distance temporaries
+
+
+def widen_lists(
+    embeddings: ArrayLike,
+    neighbour_indices: np.ndarray,
+    neighbour_sq_distances: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    extra_positives: int = 0,
+    extra_negatives: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Append sampled positives and negatives to each list (module docstring).
+
+    Args:
+        embeddings: ``(N, D)`` finite embeddings the lists were built from (NumPy or torch, any device).
+        neighbour_indices: ``(N, k)`` int lists, ascending by distance, ``-1`` padding.
+        neighbour_sq_distances: ``(N, k)`` float squared distances of those entries (padding ``inf``).
+        labels: ``(N,)`` integer labels.
+        rng: source of the samples (window starts and negatives).
+        extra_positives: same-class points added per anchor, >= 0 (default 0).
+        extra_negatives: other-class points added per anchor, >= 0 (default 0; drawn with replacement, duplicates
+            removed).
+
+    Returns:
+        ``(indices, sq_distances)``: ``(N, k + extra_positives + extra_negatives)`` int64 / float64 NumPy lists,
+        ascending, without duplicates or self entries, padded with ``-1`` / ``inf``. The inputs themselves are
+        returned when both counts are 0.
+    """
+    extra_positives = check_positive_int(extra_positives, "extra_positives", minimum=0)
+    extra_negatives = check_positive_int(extra_negatives, "extra_negatives", minimum=0)
+    if extra_positives == 0 and extra_negatives == 0:
+        return neighbour_indices, neighbour_sq_distances
+    idx = np.asarray(_host(neighbour_indices), dtype=np.int64)
+    d2 = np.asarray(_host(neighbour_sq_distances), dtype=np.float64)
+    emb = np.asarray(_host(embeddings), dtype=np.float32)
+    lab = np.asarray(labels).reshape(-1)
+    n = lab.shape[0]
+    if emb.shape[0] != n or idx.shape[0] != n:
+        raise ValueError(f"widen_lists: {emb.shape[0]} embeddings, {idx.shape[0]} lists and {n} labels must agree")
+    cls, cls_start, cls_size, members, rank_in_class = class_layout(lab)
+    extras = [_class_window(cls, cls_start, cls_size, members, rank_in_class, extra_positives, rng),
+              _other_class_draws(cls, cls_start, cls_size, members, extra_negatives, rng)]  # fmt: skip
+    extra = np.concatenate(extras, axis=1)  # (N, P + S), -1 where a class has fewer members
+    out_i = np.empty((n, idx.shape[1] + extra.shape[1]), np.int64)
+    out_d = np.empty(out_i.shape, np.float64)
+    for lo in range(0, n, _CHUNK_ROWS):
+        hi = min(n, lo + _CHUNK_ROWS)
+        e = extra[lo:hi]
+        valid = e >= 0
+        diff = emb[np.where(valid, e, 0)] - emb[lo:hi, None, :]
+        ed2 = np.where(valid, np.einsum("rkd,rkd->rk", diff, diff, dtype=np.float64), np.inf)
+        out_i[lo:hi], out_d[lo:hi] = _merge_rows(idx[lo:hi], d2[lo:hi], np.where(valid, e, -1), ed2,
+                                                 np.arange(lo, hi))  # fmt: skip
+    return out_i, out_d
+
+
+def _host(x: ArrayLike) -> np.ndarray:
+    """A NumPy view or copy of a NumPy array or a torch tensor on any device."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return (x.float() if x.is_floating_point() else x).numpy()
+    return np.asarray(x)
+
+
+def _class_window(cls, cls_start, cls_size, members, rank_in_class, count: int, rng) -> np.ndarray:
+    """``(N, count)`` other members of each point's class: a window of consecutive class positions (cyclic, the
+    point itself skipped) starting at a uniform position; all of them, then ``-1``, when the class is small."""
+    n = cls.size
+    if count == 0:
+        return np.empty((n, 0), np.int64)
+    others = cls_size[cls] - 1  # (N,)
+    start = (rng.random(n) * np.maximum(others, 1)).astype(np.int64)
+    t = np.arange(count)[None, :]
+    width = np.minimum(others, count)[:, None]
+    j = (start[:, None] + t) % np.maximum(others, 1)[:, None]
+    j = j + (j >= rank_in_class[:, None])  # skip the point's own position
+    out = members[np.minimum(cls_start[cls][:, None] + j, n - 1)]
+    return np.where(t < width, out, -1)
+
+
+def _other_class_draws(cls, cls_start, cls_size, members, count: int, rng) -> np.ndarray:
+    """``(N, count)`` uniformly random points of other classes (with replacement; ``-1`` for a single-class set)."""
+    n = cls.size
+    if count == 0:
+        return np.empty((n, 0), np.int64)
+    outside = n - cls_size[cls]  # (N,)
+    r = (rng.random((n, count)) * np.maximum(outside, 1)[:, None]).astype(np.int64)
+    start = cls_start[cls][:, None]
+    r = np.where(r < start, r, r + cls_size[cls][:, None])
+    return np.where(outside[:, None] > 0, members[np.minimum(r, n - 1)], -1)
+
+
+def _merge_rows(idx, d2, e_idx, e_d2, anchors) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate lists and extras row-wise, drop self entries and duplicates, sort ascending (padding last)."""
+    cat_i = np.concatenate([idx, e_idx], axis=1)
+    cat_d = np.concatenate([np.where(idx >= 0, d2, np.inf), e_d2], axis=1)
+    cat_i = np.where(cat_i == anchors[:, None], -1, cat_i)
+    # Duplicates: sort each row by index (stable, the list's own entry first) and blank repeats.
+    order = np.argsort(cat_i, axis=1, kind="stable")
+    si = np.take_along_axis(cat_i, order, axis=1)
+    dup = np.zeros_like(si, dtype=bool)
+    dup[:, 1:] = si[:, 1:] == si[:, :-1]
+    blank = np.zeros_like(dup)
+    np.put_along_axis(blank, order, dup, axis=1)
+    blank |= cat_i < 0
+    cat_i = np.where(blank, -1, cat_i)
+    cat_d = np.where(blank, np.inf, cat_d)
+    by_d = np.argsort(cat_d, axis=1, kind="stable")
+    return np.take_along_axis(cat_i, by_d, axis=1), np.take_along_axis(cat_d, by_d, axis=1)
