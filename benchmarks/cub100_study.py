@@ -112,6 +112,16 @@ def _smart_default(mode: Mode) -> dict:
     }
 
 
+def _smart_default_with(**mining) -> Overrides:
+    # The shipped defaults with some mining keys changed (e.g. the widened lists of issue 15, on or off).
+    def build(mode: Mode) -> dict:
+        cfg = _smart_default(mode)
+        cfg["mining"].update(mining)
+        return cfg
+
+    return build
+
+
 def _random_triplets(mode: Mode) -> dict:
     # Smart mining whose warm-up covers every epoch: dataset-wide uniformly random triplets, in the same triplet
     # batches as the mined configurations, no embedding pass and no index.
@@ -164,6 +174,9 @@ ABLATIONS: dict[str, Overrides] = {
     "abl_kappa_floor0.25": _smart(1.0, adaptive=True, kappa_min=0.25),
     "abl_error_counts_mined": _smart(1.0, adaptive=True, error_counts="mined"),
     "abl_margin_dw_graph": _margin_dw(graph_batches=True),
+    # The default's neighbour lists widened by sampled positives and negatives, and the lists alone (issue 15).
+    "abl_wide_lists": _smart_default_with(extra_positives=64, extra_negatives=64),
+    "abl_lists_only": _smart_default_with(extra_positives=0, extra_negatives=0),
 }
 STUDIES: dict[str, dict[str, Overrides]] = {"main": MAIN, "ablations": ABLATIONS}
 SMOKE_CONFIGS = ("sm_default", "pml_margin_dw")
