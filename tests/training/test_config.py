@@ -40,6 +40,7 @@ def test_defaults_match_the_spec() -> None:
     assert cfg.mining.kappa == "auto" and cfg.mining.target_error == 0.5 and cfg.mining.window == 5
     assert cfg.mining.kappa_min == 1.0 and cfg.mining.kappa_max == 256.0
     assert cfg.mining.warmup_epochs == 2 and cfg.mining.mined_fraction == 0.5
+    assert cfg.mining.extra_positives == 64 and cfg.mining.extra_negatives == 64
     assert cfg.loss.margin == 0.2 and cfg.loss.global_lambda == 1.0 and cfg.loss.global_t == 0.01
     assert cfg.loss.beta == 1.2 and cfg.loss.nu == 0.0
 
@@ -233,7 +234,7 @@ def test_list_extras_reach_the_miner_and_negative_counts_are_named() -> None:
     miner = build_smart_miner(cfg, torch.device("cpu"), 100)
     assert (miner.extra_positives, miner.extra_negatives) == (32, 48)
     default = build_smart_miner(RunConfig(), torch.device("cpu"), 100)
-    assert (default.extra_positives, default.extra_negatives) == (0, 0)
+    assert (default.extra_positives, default.extra_negatives) == (64, 64)
     for key in ("extra_positives", "extra_negatives"):
         with pytest.raises(ConfigError, match=rf"mining.{key}: must be >= 0, got -1"):
             config_from_dict({"mining": {key: -1}})

@@ -164,12 +164,13 @@ class MiningConfig:
     holdout_patience: int = 0
     """Smart mining: halve the planned mined share after this many mined epochs without a new best held-out MAP@R
     (needs ``data.holdout_classes``); the share never grows back. 0 (default): off."""
-    extra_positives: int = 0
+    extra_positives: int = 64
     """Smart mining: other images of the anchor's class appended to every neighbour list before selection (the whole
-    class when it is smaller), so that mined positives are not only the nearest ones. 0 (default): the lists only."""
-    extra_negatives: int = 0
+    class when it is smaller), so that mined positives are not only the nearest ones (default 64; 0: the lists only,
+    as before session 10). docs/ARCHITECTURE.md, "Smart mining"; measured in docs/BENCHMARKS.md, "Session 10"."""
+    extra_negatives: int = 64
     """Smart mining: uniformly random other-class images appended to every neighbour list, so that an anchor whose
-    listed negatives stop short of its κ bound can still be mined. 0 (default): the lists only."""
+    listed negatives stop short of its κ bound can still be mined (default 64; 0: the lists only)."""
 
 
 @dataclass
