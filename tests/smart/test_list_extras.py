@@ -92,3 +92,17 @@ def test_widened_miner_mines_anchors_whose_lists_stop_short():
     d = lambda i, j: ((x[i] - x[j]) ** 2).sum(1)  # noqa: E731
     assert np.all(d(sel.anchors, sel.negatives) > 4.0 * d(sel.anchors, sel.positives) * (1 - 1e-6))
     assert np.all(labels[sel.positives] == labels[sel.anchors]) and np.all(labels[sel.negatives] != labels[sel.anchors])
+
+
+def test_repeated_and_self_entries_of_an_approximate_list_are_dropped(data):
+    x, labels, idx, d2 = data
+    idx, d2 = idx.copy(), d2.copy()
+    idx[5, 1], d2[5, 1] = idx[5, 0], d2[5, 0]  # a point listed twice (same distance)
+    idx[6, 0], d2[6, 0] = 6, 0.0  # the anchor itself
+    idx[7, 3], d2[7, 3] = -1, np.inf  # padding
+    wi, wd = widen_lists(x, idx, d2, labels, np.random.default_rng(2), extra_positives=3, extra_negatives=3)
+    for a in (5, 6, 7):
+        row = wi[a][wi[a] >= 0]
+        assert len(set(row.tolist())) == row.size and a not in row
+        assert np.all(np.diff(wd[a][wi[a] >= 0]) >= 0) and np.all(np.isinf(wd[a][wi[a] < 0]))
+    assert idx[5, 0] in wi[5]

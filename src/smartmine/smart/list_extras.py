@@ -19,13 +19,15 @@ anchor whose listed negatives stop short of its bound takes the nearest sampled 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
+from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_positive_int
 from smartmine.smart.selection import class_layout
 
-_CHUNK_ROWS = 4_096  # bounds the (rows, extras, D) distance temporaries
+_CHUNK_ROWS = 8_192  # anchors per work item (each holds an (N,) int64 scratch array)
 
 
 def widen_lists(
@@ -71,14 +73,14 @@ def widen_lists(
     extra = np.concatenate(extras, axis=1)  # (N, P + S), -1 where a class has fewer members
     out_i = np.empty((n, idx.shape[1] + extra.shape[1]), np.int64)
     out_d = np.empty(out_i.shape, np.float64)
-    for lo in range(0, n, _CHUNK_ROWS):
-        hi = min(n, lo + _CHUNK_ROWS)
-        e = extra[lo:hi]
-        valid = e >= 0
-        diff = emb[np.where(valid, e, 0)] - emb[lo:hi, None, :]
-        ed2 = np.where(valid, np.einsum("rkd,rkd->rk", diff, diff, dtype=np.float64), np.inf)
-        out_i[lo:hi], out_d[lo:hi] = _merge_rows(idx[lo:hi], d2[lo:hi], np.where(valid, e, -1), ed2,
-                                                 np.arange(lo, hi))  # fmt: skip
+
+    def work(lo: int, hi: int) -> None:
+        # Each chunk stamps the points it has seen in its own (N,) array: duplicates cost O(1) per entry.
+        _merge_kernel(lo, idx[lo:hi], d2[lo:hi], extra[lo:hi], emb, np.full(n, -1, np.int64),
+                      out_i[lo:hi], out_d[lo:hi])  # fmt: skip
+
+    bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
+    run_chunks(work, bounds, numba.get_num_threads())
     return out_i, out_d
 
 
@@ -118,20 +120,63 @@ def _other_class_draws(cls, cls_start, cls_size, members, count: int, rng) -> np
     return np.where(outside[:, None] > 0, members[np.minimum(r, n - 1)], -1)
 
 
-def _merge_rows(idx, d2, e_idx, e_d2, anchors) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate lists and extras row-wise, drop self entries and duplicates, sort ascending (padding last)."""
-    cat_i = np.concatenate([idx, e_idx], axis=1)
-    cat_d = np.concatenate([np.where(idx >= 0, d2, np.inf), e_d2], axis=1)
-    cat_i = np.where(cat_i == anchors[:, None], -1, cat_i)
-    # Duplicates: sort each row by index (stable, the list's own entry first) and blank repeats.
-    order = np.argsort(cat_i, axis=1, kind="stable")
-    si = np.take_along_axis(cat_i, order, axis=1)
-    dup = np.zeros_like(si, dtype=bool)
-    dup[:, 1:] = si[:, 1:] == si[:, :-1]
-    blank = np.zeros_like(dup)
-    np.put_along_axis(blank, order, dup, axis=1)
-    blank |= cat_i < 0
-    cat_i = np.where(blank, -1, cat_i)
-    cat_d = np.where(blank, np.inf, cat_d)
-    by_d = np.argsort(cat_d, axis=1, kind="stable")
-    return np.take_along_axis(cat_i, by_d, axis=1), np.take_along_axis(cat_d, by_d, axis=1)
+@numba.njit(cache=True, nogil=True)
+def _merge_kernel(
+    row0: int,  # dataset index of the chunk's first anchor
+    idx: np.ndarray,  # (R, k) int64 lists, ascending, -1 padding
+    d2: np.ndarray,  # (R, k) float64
+    extra: np.ndarray,  # (R, E) int64 sampled points, -1 = none
+    emb: np.ndarray,  # (N, D) float32
+    seen: np.ndarray,  # (N,) int64 scratch, -1 initially: the last row that listed each point
+    out_i: np.ndarray,  # (R, k + E) int64, filled here
+    out_d: np.ndarray,  # (R, k + E) float64, filled here
+) -> None:
+    n_rows, k = idx.shape
+    e = extra.shape[1]
+    dim = emb.shape[1]
+    ext_i = np.empty(e, np.int64)
+    ext_d = np.empty(e, np.float64)
+    lst_i = np.empty(k, np.int64)
+    lst_d = np.empty(k, np.float64)
+    for row in range(n_rows):
+        a = row0 + row
+        seen[a] = a  # never list the anchor itself
+        kk = 0  # the list without padding, self entries or repeats (an approximate index may list a point twice)
+        for j in range(k):
+            v = idx[row, j]
+            if v >= 0 and seen[v] != a:
+                seen[v] = a
+                lst_i[kk] = v
+                lst_d[kk] = d2[row, j]
+                kk += 1
+        m = 0
+        for j in range(e):
+            v = extra[row, j]
+            if v < 0 or seen[v] == a:
+                continue
+            seen[v] = a
+            acc = 0.0
+            for t in range(dim):
+                diff = np.float64(emb[v, t]) - np.float64(emb[a, t])
+                acc += diff * diff
+            ext_i[m] = v
+            ext_d[m] = acc
+            m += 1
+        order = np.argsort(ext_d[:m], kind="mergesort")
+        # Merge the (ascending) list with the sorted extras; padding last.
+        p = 0
+        q = 0
+        out = 0
+        while p < kk or q < m:
+            if p < kk and (q >= m or lst_d[p] <= ext_d[order[q]]):
+                out_i[row, out] = lst_i[p]
+                out_d[row, out] = lst_d[p]
+                p += 1
+            else:
+                out_i[row, out] = ext_i[order[q]]
+                out_d[row, out] = ext_d[order[q]]
+                q += 1
+            out += 1
+        for t in range(out, out_i.shape[1]):
+            out_i[row, t] = -1
+            out_d[row, t] = np.inf
