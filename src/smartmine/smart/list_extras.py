@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import torch
 
 from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_positive_int
-from smartmine.smart.selection import class_layout
+from smartmine.index.base import to_numpy_f32
+from smartmine.smart.selection import class_layout, outside_block
 
 _CHUNK_ROWS = 8_192  # anchors per work item (each holds an (N,) int64 scratch array)
 
@@ -60,9 +60,10 @@ def widen_lists(
     extra_negatives = check_positive_int(extra_negatives, "extra_negatives", minimum=0)
     if extra_positives == 0 and extra_negatives == 0:
         return neighbour_indices, neighbour_sq_distances
-    idx = np.asarray(_host(neighbour_indices), dtype=np.int64)
-    d2 = np.asarray(_host(neighbour_sq_distances), dtype=np.float64)
-    emb = np.asarray(_host(embeddings), dtype=np.float32)
+    idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices, np.int64)
+    d2 = np.asarray(neighbour_sq_distances.cpu() if hasattr(neighbour_sq_distances, "cpu") else neighbour_sq_distances,
+                    np.float64)  # fmt: skip
+    emb = to_numpy_f32(embeddings, "embeddings")
     lab = np.asarray(labels).reshape(-1)
     n = lab.shape[0]
     if emb.shape[0] != n or idx.shape[0] != n:
@@ -82,14 +83,6 @@ def widen_lists(
     bounds = [(lo, min(n, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
     run_chunks(work, bounds, numba.get_num_threads())
     return out_i, out_d
-
-
-def _host(x: ArrayLike) -> np.ndarray:
-    """A NumPy view or copy of a NumPy array or a torch tensor on any device."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        return (x.float() if x.is_floating_point() else x).numpy()
-    return np.asarray(x)
 
 
 def _class_window(cls, cls_start, cls_size, members, rank_in_class, count: int, rng) -> np.ndarray:
@@ -115,8 +108,7 @@ def _other_class_draws(cls, cls_start, cls_size, members, count: int, rng) -> np
         return np.empty((n, 0), np.int64)
     outside = n - cls_size[cls]  # (N,)
     r = (rng.random((n, count)) * np.maximum(outside, 1)[:, None]).astype(np.int64)
-    start = cls_start[cls][:, None]
-    r = np.where(r < start, r, r + cls_size[cls][:, None])
+    r = outside_block(r, cls_start[cls][:, None], cls_size[cls][:, None])
     return np.where(outside[:, None] > 0, members[np.minimum(r, n - 1)], -1)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from smartmine._validation import ArrayLike, check_labels, check_positive_int
-from smartmine.smart.selection import SelectionResult, class_layout
+from smartmine.smart.selection import SelectionResult, class_layout, outside_block
 
 
 class TripletBatch(NamedTuple):
@@ -159,8 +159,7 @@ def random_triplets(labels: np.ndarray, count: int, rng: np.random.Generator) ->
     p = members[cls_start[ca] + j]
     # Negative: a uniform position in `members` outside the anchor's class block.
     r = rng.integers(0, n_points - cls_size[ca])
-    r = np.where(r < cls_start[ca], r, r + cls_size[ca])
-    n = members[r]
+    n = members[outside_block(r, cls_start[ca], cls_size[ca])]
     return a.astype(np.int64), p.astype(np.int64), n.astype(np.int64)
 
 

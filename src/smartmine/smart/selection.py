@@ -360,6 +360,12 @@ def class_layout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return cls, cls_start, cls_size, members, rank_in_class
 
 
+def outside_block(r: np.ndarray, start: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Map positions ``r`` in ``[0, N − size)`` onto ``members`` positions outside the class block
+    ``[start, start + size)`` (of :func:`class_layout`): uniform ``r`` gives a uniform point of another class."""
+    return np.where(r < start, r, r + size)
+
+
 _CHUNK_ROWS = 16_384  # anchors per work item: small enough to balance threads, large enough to amortise a call
 
 
