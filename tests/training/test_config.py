@@ -238,3 +238,12 @@ def test_list_extras_reach_the_miner_and_negative_counts_are_named() -> None:
     for key in ("extra_positives", "extra_negatives"):
         with pytest.raises(ConfigError, match=rf"mining.{key}: must be >= 0, got -1"):
             config_from_dict({"mining": {key: -1}})
+
+
+def test_head_init_choices_are_named() -> None:
+    assert RunConfig().model.head_init == "random"
+    assert config_from_dict({"model": {"head_init": "pca"}}).model.head_init == "pca"
+    with pytest.raises(ConfigError, match=r"model.head_init: 'pcaa' is not one of random, pca.*did you mean 'pca'"):
+        config_from_dict({"model": {"head_init": "pcaa"}})
+    with pytest.raises(ConfigError, match=r"model.head_init_images: must be positive, got 0"):
+        config_from_dict({"model": {"head_init_images": 0}})

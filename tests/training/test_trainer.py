@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from smartmine.run_folder import read_metrics_csv
@@ -202,3 +203,37 @@ def test_distributed_two_processes_on_cpu(tmp_path: Path) -> None:
     assert 0.0 <= rows[1]["recall@1"] <= 1.0
     # metrics computed once (rank 0): a single results table
     assert proc.stdout.count("Test metrics on classes never seen in training") == 1
+
+
+def test_pca_head_init_is_the_pca_of_the_training_features(tmp_path: Path) -> None:
+    from sklearn.decomposition import PCA
+
+    messages: list[str] = []
+    trainer = Trainer(config_from_dict(tiny(tmp_path, "pca", model={"head_init": "pca"})), log=messages.append)
+    model, data = trainer.model, trainer.data
+    # the features re-derived by hand: every training image with test-time transforms, the backbone in eval mode
+    images = torch.stack([data.train_eval[i][0] for i in range(len(data.train_eval))])
+    if data.eval_batch_transform is not None:
+        images = data.eval_batch_transform(images)
+    model.eval()
+    with torch.no_grad():
+        features = model.backbone(images).double().numpy()
+    ref = PCA(n_components=16).fit(features)
+    w = model.head.weight.detach().double().numpy()
+    signs = np.sign((w * ref.components_).sum(axis=1))
+    np.testing.assert_allclose(w, ref.components_ * signs[:, None], atol=2e-3)
+    np.testing.assert_allclose(model.head.bias.detach().numpy(), -(w @ ref.mean_), atol=2e-3)
+    assert any(f"of {len(data.train_eval):,} training images" in m for m in messages)
+
+
+def test_pca_head_run_resumes_exactly(tmp_path: Path) -> None:
+    model = {"head_init": "pca", "head_init_images": 100}
+    ref = write_config(tmp_path, tiny(tmp_path, "pca_ref", model=model, train={"epochs": 2}))
+    assert run_cli("train", str(ref), "--no-report").returncode == 0
+    cfg = write_config(tmp_path, tiny(tmp_path, "pca_killed", model=model, train={"epochs": 2}))
+    proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "after_checkpoint:1"})
+    assert proc.returncode == -signal.SIGKILL
+    resumed = run_cli("train", str(cfg), "--resume", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "head initialised by PCA" not in resumed.stdout  # the head came from the checkpoint
+    assert metric_rows(tmp_path / "pca_killed") == metric_rows(tmp_path / "pca_ref")

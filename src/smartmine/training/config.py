@@ -61,6 +61,12 @@ class ModelConfig:
     embedding_dim: int = 64
     freeze_bn: bool = False
     """Keep batch-norm layers of the backbone in inference mode with frozen parameters."""
+    head_init: str = "random"
+    """random (PyTorch's default ``nn.Linear`` initialisation) | pca (the top ``embedding_dim`` principal directions
+    of up to ``head_init_images`` training images' backbone features, test-time transforms; keeps what a pretrained
+    backbone already knows from the first step). A fresh run only: a resumed run takes the head from its checkpoint."""
+    head_init_images: int = 10000
+    """Training images (a seeded random subset when there are more) whose features fit the PCA head."""
     options: dict = field(default_factory=dict)
     """Extra keyword arguments for the backbone builder (e.g. small_cnn's ``in_channels``)."""
 
@@ -254,6 +260,7 @@ def registered_choices() -> dict[str, tuple[str, ...]]:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("fail", "skip"),
+    "model.head_init": ("random", "pca"),
     "eval.kmeans_backend": ("sklearn", "faiss"),
     "mining.selection": ("strict", "margin_aware", "semihard"),
     "mining.controller": ("steered", "legacy"),
@@ -265,8 +272,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 POSITIVE: tuple[str, ...] = (
-    "data.image_size", "data.eval_batch_size", "model.embedding_dim", "mining.classes_per_batch",
-    "mining.triplets_per_batch", "mining.window", "optim.lr", "optim.step_size", "train.epochs", "train.eval_every",
+    "data.image_size", "data.eval_batch_size", "model.embedding_dim", "model.head_init_images",
+    "mining.classes_per_batch", "mining.triplets_per_batch", "mining.window", "optim.lr", "optim.step_size",
+    "train.epochs", "train.eval_every",
     "mining.kappa_max", "mining.kappa_min",
 )
 NON_NEGATIVE: tuple[str, ...] = (
