@@ -61,6 +61,12 @@ def test_wrong_types_are_named() -> None:
         config_from_dict({"optim": {"lr": "fast"}})
     # ints are fine where floats are expected
     assert config_from_dict({"optim": {"lr": 1}}).optim.lr == 1.0
+    # YAML reads 1e-5 (no dot) as a string: still the number, on the command line too; other strings are refused
+    assert config_from_dict({}, ["optim.lr=1e-5"]).optim.lr == 1e-5
+    assert config_from_dict({"mining": {"kappa": "2E+1"}}).mining.kappa == 20.0
+    assert config_from_dict({"mining": {"kappa": "auto"}}).mining.kappa == "auto"
+    with pytest.raises(ConfigError, match=r"optim.lr: expected a number, got 'nan'"):
+        config_from_dict({"optim": {"lr": "nan"}})
 
 
 def test_bad_values_are_named() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -294,8 +295,12 @@ def _suggest(key: str, valid: list[str]) -> str:
     return did_you_mean(key, valid, cutoff=0.5) or f" (valid keys: {', '.join(sorted(valid))})"
 
 
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats, and so is a string in
+    scientific notation without a dot (``1e-5``, which YAML reads as a string)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -320,6 +325,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-5" (no dot) as a string; a user who writes it means the number.
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
