@@ -33,6 +33,7 @@ from smartmine.run_folder import write_metrics_csv
 from smartmine.training import builders
 from smartmine.training.config import RunConfig, config_to_dict, dump_config
 from smartmine.training.embedding import embed_dataset
+from smartmine.training.head_setup import BackboneFeatures, init_head
 from smartmine.training.runtime import epoch_seed, seed_everything, train_device
 
 PEERS = ("pml_triplet_semihard", "pml_margin_dw")
@@ -94,17 +95,6 @@ def evaluate(model: torch.nn.Module, data: builders.Datasets, cfg: RunConfig, de
     return {k: float(v) for k, v in out.items() if k in METRIC_KEYS or k.startswith("recall@")}
 
 
-class BackboneFeatures(torch.nn.Module):
-    """The backbone features of an :class:`~smartmine.models.embedder.Embedder` (no head, no normalisation)."""
-
-    def __init__(self, embedder: torch.nn.Module) -> None:
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedder.features(x)
-
-
 def untrained_baseline(cfg: RunConfig) -> dict:
     """Metrics of the untrained ImageNet features (1280-d for EfficientNet-Lite0) on the test split."""
     device = train_device(cfg.train.device)
@@ -136,6 +126,7 @@ class PeerTrainer:
         self.labels = np.asarray(self.data.train.labels, dtype=np.int64)
         self.num_classes = int(self.labels.max()) + 1
         self.model = builders.build_model(cfg, self.data.in_channels).to(self.device)
+        init_head(cfg, self.model, self.data, self.device, log=log)  # model.head_init, as in the trainer
         self.loss_fn, self.miner = build_peer(name, cfg, self.num_classes)
         self.loss_fn.to(self.device)
         o = cfg.optim

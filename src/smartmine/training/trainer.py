@@ -31,6 +31,7 @@ from smartmine.training.distributed import DistInfo, all_reduce_sum, barrier, ga
 from smartmine.training.embedding import embed_dataset
 from smartmine.training.epoch_stats import EpochStats, summary
 from smartmine.training.errors import TrainingError, fault_point
+from smartmine.training.head_setup import init_head
 from smartmine.training.runtime import epoch_seed, seed_everything, train_device
 
 __all__ = ["EpochStats", "Trainer", "TrainingError", "epoch_seed", "fault_point", "seed_everything", "train_device"]
@@ -75,8 +76,8 @@ class Trainer:
         self.model = builders.build_model(cfg, self.data.in_channels).to(self.device)
         # Progress bars only on an interactive terminal (logs and CI get one summary line per epoch).
         self._progress = cfg.train.progress and self.dist.is_main and sys.stderr.isatty()
-        if cfg.model.head_init == "pca" and not resume:  # a resumed run takes its head from the checkpoint
-            self._init_head_pca()
+        if not resume:  # a resumed run takes its head from the checkpoint
+            init_head(cfg, self.model, self.data, self.device, self.dist, log=self.log, progress=self._progress)
         self.objective = builders.build_loss(cfg, self.num_classes)
         self.objective.to(self.device)
         self.optimizers = builders.build_optimizers(cfg, self.model, self.objective)
@@ -136,34 +137,6 @@ class Trainer:
         n = len(self.train_labels)
         local = torch.arange(self.dist.rank, n, self.dist.world_size)
         return gather_rows(self._embed(self.data.train_eval, "embed train", local.numpy()), local, n, self.dist)
-
-    def _init_head_pca(self) -> None:
-        """``model.head_init=pca``: the head becomes the principal directions of up to ``model.head_init_images``
-        training images' backbone features (test-time transforms; a subset seeded by ``seed``). Every rank embeds a
-        strided shard and all exchange them, so every rank computes the same head."""
-        from smartmine.models.head_init import init_head_from_pca_
-
-        n, cap = len(self.train_labels), self.cfg.model.head_init_images
-        rows = np.arange(n)
-        if n > cap:
-            rows = np.sort(np.random.default_rng([self.cfg.seed, 0, 3]).choice(n, size=cap, replace=False))
-        local = torch.arange(self.dist.rank, rows.size, self.dist.world_size)
-        features = embed_dataset(
-            _BackboneFeatures(self.model), self.data.train_eval, device=self.device,
-            batch_size=self.cfg.data.eval_batch_size, num_workers=self.cfg.data.num_workers,
-            indices=rows[local.numpy()], amp=self.cfg.train.amp, batch_transform=self.data.eval_batch_transform,
-            progress=self._progress, desc="features for the PCA head",
-        )  # fmt: skip
-        features = gather_rows(features, local, rows.size, self.dist)
-        try:
-            init = init_head_from_pca_(self.model, features)
-        except ValueError as exc:
-            raise TrainingError(f"model.head_init=pca: {exc}") from None
-        if self.dist.is_main:
-            self.log(
-                f"head initialised by PCA: the top {self.model.head.out_features} principal directions of "
-                f"{rows.size:,} training images' backbone features ({100 * init.explained:.1f} % of their variance)"
-            )
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save(self, epoch: int, *, best: bool) -> None:
@@ -334,13 +307,3 @@ class Trainer:
         pixels = torch.cat([images.flatten(1).float() for images, _, _ in loader])
         run_folder.write_baseline(self.run_dir, self._metrics(pixels, np.asarray(self.data.test.labels)))
 
-
-class _BackboneFeatures(torch.nn.Module):
-    """``model.features`` as a module (an embedding pass over the backbone alone)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
