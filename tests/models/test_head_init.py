@@ -52,12 +52,26 @@ def test_init_copies_into_the_embedders_head() -> None:
     np.testing.assert_allclose(out, ref.transform(x) * signs, atol=1e-3)
 
 
+def test_fewer_images_than_dimensions_still_give_orthonormal_rows() -> None:
+    # 5 images in 12-d: 4 directions carry variance (sklearn's PCA(4)); the fifth row completes an orthonormal set
+    x = _anisotropic(n=5, f=12)
+    head = pca_head(x, 6)
+    w = head.weight.double().numpy()
+    np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-6)
+    ref = PCA(n_components=4, svd_solver="full").fit(x)
+    np.testing.assert_allclose(np.abs((w[:4] * ref.components_).sum(axis=1)), 1.0, atol=1e-6)
+    assert head.explained == pytest.approx(1.0)
+    # the rows beyond the data's rank give the same output for every image
+    out = x @ w[4:].T + head.bias.double().numpy()[4:]
+    np.testing.assert_allclose(out, 0.0, atol=1e-6)
+
+
 def test_bad_inputs_are_named() -> None:
     x = _anisotropic(n=20, f=6)
     with pytest.raises(ValueError, match=r"embedding_dim: 8 exceeds the backbone's feature width 6"):
         pca_head(x, 8)
-    with pytest.raises(ValueError, match=r"features: 5 rows give at most 4 principal directions, fewer than "):
-        pca_head(x[:5], 5)
+    with pytest.raises(ValueError, match=r"features: a PCA head needs at least 2 rows"):
+        pca_head(x[:1], 2)
     bad = x.copy()
     bad[[2, 7], 1] = np.nan
     with pytest.raises(ValueError, match=r"features: 2 of 20 rows hold NaN or infinite values"):

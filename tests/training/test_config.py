@@ -247,9 +247,17 @@ def test_list_extras_reach_the_miner_and_negative_counts_are_named() -> None:
 
 
 def test_head_init_choices_are_named() -> None:
-    assert RunConfig().model.head_init == "random"
+    # auto (the default) follows model.pretrained, and so does freeze_bn's null; read configs hold the resolved values
+    assert RunConfig().model.head_init == "auto" and RunConfig().model.freeze_bn is None
+    scratch = config_from_dict({}).model
+    assert (scratch.head_init, scratch.freeze_bn) == ("random", False)
+    pretrained = config_from_dict({"model": {"backbone": "efficientnet_lite0", "pretrained": True}}).model
+    assert (pretrained.head_init, pretrained.freeze_bn) == ("pca", True)
+    explicit = {"backbone": "efficientnet_lite0", "pretrained": True, "head_init": "random", "freeze_bn": False}
+    kept = config_from_dict({"model": explicit}).model
+    assert (kept.head_init, kept.freeze_bn) == ("random", False)
     assert config_from_dict({"model": {"head_init": "pca"}}).model.head_init == "pca"
-    with pytest.raises(ConfigError, match=r"model.head_init: 'pcaa' is not one of random, pca.*did you mean 'pca'"):
+    with pytest.raises(ConfigError, match=r"model.head_init: 'pcaa' is not one of auto, random, pca.*did you"):
         config_from_dict({"model": {"head_init": "pcaa"}})
     with pytest.raises(ConfigError, match=r"model.head_init_images: must be positive, got 0"):
         config_from_dict({"model": {"head_init_images": 0}})

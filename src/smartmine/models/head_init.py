@@ -34,12 +34,15 @@ class PcaHead:
 
 
 def pca_head(features: torch.Tensor | np.ndarray, embedding_dim: int) -> PcaHead:
-    """Principal directions of ``features`` (``(N, F)``, finite) as a linear head with ``embedding_dim`` outputs.
+    """Principal directions of ``features`` (``(N, F)``, finite, ``N >= 2``) as a linear head with ``embedding_dim``
+    outputs (``<= F``).
 
     Computed in float64 from the ``(F, F)`` covariance, so the cost is ``O(N F²)`` whatever ``N``. Each direction's
     sign is fixed so that its largest-magnitude coordinate is positive (eigenvectors have no sign of their own; this
-    makes the result deterministic). Needs ``N > embedding_dim`` (the centred features have rank at most ``N − 1``)
-    and ``embedding_dim <= F``; raises ``ValueError`` naming the problem otherwise.
+    makes the result deterministic). With fewer images than dimensions (``N <= embedding_dim``) only ``N − 1``
+    directions carry variance; the others are the covariance's remaining eigenvectors (orthonormal to them, zero
+    variance on these features), so the head always has orthonormal rows. Raises ``ValueError`` naming the problem
+    for ``embedding_dim > F``, fewer than two rows, or non-finite features.
     """
     embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     x = torch.as_tensor(features).detach().cpu().to(torch.float64)
@@ -51,11 +54,8 @@ def pca_head(features: torch.Tensor | np.ndarray, embedding_dim: int) -> PcaHead
             f"embedding_dim: {embedding_dim} exceeds the backbone's feature width {f}; a PCA head has at most {f} "
             "directions (use model.head_init=random, or a smaller model.embedding_dim)"
         )
-    if n <= embedding_dim:
-        raise ValueError(
-            f"features: {n} rows give at most {max(n - 1, 0)} principal directions, fewer than embedding_dim="
-            f"{embedding_dim}; a PCA head needs more training images than embedding dimensions"
-        )
+    if n < 2:
+        raise ValueError(f"features: a PCA head needs at least 2 rows (training images), got {n}")
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(

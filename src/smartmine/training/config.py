@@ -60,12 +60,15 @@ class ModelConfig:
     pretrained: bool = False
     """Load ImageNet weights (efficientnet_lite0 ships them offline; others need cached weights)."""
     embedding_dim: int = 64
-    freeze_bn: bool = False
-    """Keep batch-norm layers of the backbone in inference mode with frozen parameters."""
-    head_init: str = "random"
+    freeze_bn: bool | None = None
+    """Keep batch-norm layers of the backbone in inference mode with frozen parameters. ``null`` (default): frozen
+    when ``pretrained`` (fine-tuning with batch statistics of small metric-learning batches wrecked the ImageNet
+    features on cub100: docs/BENCHMARKS.md, "Session 11"), trained otherwise. Read configs hold the resolved value."""
+    head_init: str = "auto"
     """random (PyTorch's default ``nn.Linear`` initialisation) | pca (the top ``embedding_dim`` principal directions
     of up to ``head_init_images`` training images' backbone features, test-time transforms; keeps what a pretrained
-    backbone already knows from the first step). A fresh run only: a resumed run takes the head from its checkpoint."""
+    backbone already knows from the first step) | auto (default: pca when ``pretrained``, else random; read configs
+    hold the resolved value). A fresh run only: a resumed run takes the head from its checkpoint."""
     head_init_images: int = 10000
     """Training images (a seeded random subset when there are more) whose features fit the PCA head."""
     options: dict = field(default_factory=dict)
@@ -261,7 +264,7 @@ def registered_choices() -> dict[str, tuple[str, ...]]:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("fail", "skip"),
-    "model.head_init": ("random", "pca"),
+    "model.head_init": ("auto", "random", "pca"),
     "eval.kmeans_backend": ("sklearn", "faiss"),
     "mining.selection": ("strict", "margin_aware", "semihard"),
     "mining.controller": ("steered", "legacy"),
@@ -388,6 +391,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
     for key in FRACTIONS:
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise ConfigError(f"{key}: must lie in [0, 1], got {_get(cfg, key)}")
+    # Fine-tuning defaults that follow model.pretrained, resolved here so that a run folder's config.yaml (and the
+    # check that a resume uses the same config) records what the run did.
+    if cfg.model.freeze_bn is None:
+        cfg.model.freeze_bn = cfg.model.pretrained
+    if cfg.model.head_init == "auto":
+        cfg.model.head_init = "pca" if cfg.model.pretrained else "random"
     m = cfg.mining
     if cfg.data.holdout_classes == 1:
         raise ConfigError("data.holdout_classes: must be 0 (none) or >= 2 (retrieval needs two classes), got 1")
