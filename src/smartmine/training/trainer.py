@@ -306,4 +306,3 @@ class Trainer:
         loader = DataLoader(self.data.test, batch_size=512, shuffle=False)
         pixels = torch.cat([images.flatten(1).float() for images, _, _ in loader])
         run_folder.write_baseline(self.run_dir, self._metrics(pixels, np.asarray(self.data.test.labels)))
-
