@@ -204,6 +204,7 @@ def base_config(mode: Mode, data_root: str, args: argparse.Namespace) -> dict:
             "augment": True,
             "num_workers": args.num_workers,
             "eval_batch_size": args.eval_batch_size,
+            "decode_once": args.decode_once,
         },
         "model": {"backbone": "efficientnet_lite0", "pretrained": True, "embedding_dim": 64, "options": model_options},
         "loss": {"margin": 0.2, "beta": 1.2, "beta_lr": 0.01, "beta_per_class": True},
@@ -310,7 +311,10 @@ def run_study(args: argparse.Namespace) -> Path:
     base = base_config(mode, root, args)
     out = Path(args.results_dir) / args.study
     out.mkdir(parents=True, exist_ok=True)
-    info = {"mode": args.mode, "epochs": epochs, "image_size": mode.image_size, "data_root": root, "machine": machine()}
+    info = {
+        "mode": args.mode, "epochs": epochs, "image_size": mode.image_size, "data_root": root, "machine": machine(),
+        "decode_once": bool(args.decode_once),
+    }  # fmt: skip
     started = time.perf_counter()
     if args.study == "main" and not args.no_baseline and not (out / "baseline_imagenet.json").exists():
         from smartmine.training.config import config_from_dict
@@ -324,10 +328,12 @@ def run_study(args: argparse.Namespace) -> Path:
             flush=True,
         )
     last_run = 0.0
-    for name in configs:
-        overrides = STUDIES[args.study][name](mode) if name in STUDIES[args.study] else {}
-        raw = _merge(base, overrides)
-        for seed in seeds:
+    # Seed by seed, configurations in the order given: a run cut short by the time budget still leaves every
+    # configuration with the same seeds.
+    for seed in seeds:
+        for name in configs:
+            overrides = STUDIES[args.study][name](mode) if name in STUDIES[args.study] else {}
+            raw = _merge(base, overrides)
             path = out / f"{name}__seed{seed}.json"
             if path.exists():
                 print(f"{name} seed {seed}: done already ({path})", flush=True)
@@ -337,9 +343,18 @@ def run_study(args: argparse.Namespace) -> Path:
                 print(f"{name} seed {seed}: skipped (time budget {args.time_budget}s; next run ~{last_run:.0f}s)")
                 continue
             t0 = time.perf_counter()
-            rows = run_one(
-                name, seed, raw, Path(args.runs_dir) / args.study / name / f"seed{seed}", lambda s: print(s, flush=True)
-            )
+            try:
+                rows = run_one(
+                    name, seed, raw, Path(args.runs_dir) / args.study / name / f"seed{seed}",
+                    lambda s: print(s, flush=True),
+                )  # fmt: skip
+            except Exception:
+                if not args.keep_going:
+                    raise
+                import traceback
+
+                print(f"{name} seed {seed}: FAILED (--keep-going: next run)\n{traceback.format_exc()}", flush=True)
+                continue
             last_run = time.perf_counter() - t0
             _write_json(
                 path,
@@ -633,6 +648,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=str(REPO / ".devdata"), help="where quick/smoke pack their data subset")
     p.add_argument("--plots-dir", default=None, help="plots (default docs/ for full and quick; none for smoke)")
     p.add_argument("--time-budget", type=float, default=None, help="start no run that would end after this (s)")
+    p.add_argument(
+        "--decode-once", action="store_true", help="data.decode_once: decode the images once, crop on the device"
+    )
+    p.add_argument("--keep-going", action="store_true", help="a run that fails is reported and skipped")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-features baseline")
     p.add_argument("--aggregate-only", action="store_true", help="only write tables and plots from results")
     p.add_argument("--repeats", type=int, default=5, help="throughput: timed runs per setup (the median counts)")

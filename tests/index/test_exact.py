@@ -145,6 +145,26 @@ def test_auto_chunk_keeps_million_point_block_within_budget():
     assert (rows + 1) * (4 * n + 12 * (k + 1)) > DEFAULT_BLOCK_BYTES
 
 
+def test_device_block_budget_is_the_default_off_cuda():
+    from smartmine.index.exact import device_block_bytes
+
+    assert device_block_bytes(torch.device("cpu")) == DEFAULT_BLOCK_BYTES
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_default_blocks_match_brute_force():
+    from smartmine.index.exact import GPU_BLOCK_BYTES_MAX, device_block_bytes
+
+    budget = device_block_bytes(torch.device("cuda"))
+    assert DEFAULT_BLOCK_BYTES <= budget <= GPU_BLOCK_BYTES_MAX
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    d, i = exact_knn(x, x, 7, exclude_self=True, device="cuda")
+    ed, ei = brute_force(x, x, 7, exclude_self=True)
+    np.testing.assert_array_equal(i.cpu().numpy(), ei)
+    np.testing.assert_allclose(d.cpu().numpy(), ed, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_brute_force():
     rng = np.random.default_rng(3)

@@ -42,6 +42,20 @@ _COL_RUN = 1024
 """Tile columns owned by one thread when a tile feeds the heaps of its columns (per row: one contiguous run)."""
 
 
+GPU_BLOCK_BYTES_MAX = 4 * 2**30
+"""On a GPU the distance block may grow to an eighth of the free device memory, up to 4 GiB: at 1M points a 256 MiB
+block holds 64 query rows, and the per-block launches and synchronisations, not the arithmetic, would set the time."""
+
+
+def device_block_bytes(device: torch.device) -> int:
+    """Default block budget on ``device``: :data:`DEFAULT_BLOCK_BYTES`, or on CUDA an eighth of the free memory
+    between that and :data:`GPU_BLOCK_BYTES_MAX`."""
+    if device.type != "cuda":
+        return DEFAULT_BLOCK_BYTES
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(min(GPU_BLOCK_BYTES_MAX, max(DEFAULT_BLOCK_BYTES, free // 8)))
+
+
 def resolve_device(device: torch.device | str | None, like: torch.Tensor | None = None) -> torch.device:
     """``device`` as a ``torch.device``; ``None`` means the device of ``like`` (CPU when ``like`` is not given)."""
     if device is None:
@@ -276,9 +290,10 @@ def iter_exact_knn(
     exclude_self: bool = False,
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
 ):
     """Yield ``(start, sq_dist, idx)`` per query chunk, tensors on the compute device; see :func:`exact_knn`.
+    ``block_bytes``: default :func:`device_block_bytes` of the compute device.
 
     Inputs must already be validated 2-D float tensors. Used by :func:`exact_knn` and by the retrieval metrics,
     which consume each chunk's neighbours and discard them, so that no ``(Q × k)`` result is ever materialised.
@@ -286,6 +301,8 @@ def iter_exact_knn(
     dev = resolve_device(device, gallery)
     # float64 stays float64 (used by exact tests); everything else is computed in float32.
     dtype = torch.float64 if gallery.dtype == torch.float64 and queries.dtype == torch.float64 else torch.float32
+    if block_bytes is None:
+        block_bytes = device_block_bytes(dev)
     if dev.type == "cpu":
         yield from _iter_cpu(queries, gallery, k, exclude_self, chunk_size, block_bytes, dtype)
         return
@@ -326,7 +343,7 @@ def exact_knn(
             by index. Duplicates of a query (distance 0, other index) are kept.
         chunk_size: query rows per block; default: on the CPU :data:`CPU_TILE` (tiles of ``chunk_size`` rows by
             ``CPU_TILE`` columns, or ``chunk_size`` by ``chunk_size`` in a symmetric self-query); elsewhere as many
-            rows as fit a 256 MiB block (:func:`auto_chunk_size`).
+            rows as fit the block budget (:func:`device_block_bytes`: 256 MiB, on CUDA up to 4 GiB).
         device: where to compute (``"cpu"``, ``"cuda"``, ...); default: the gallery's device.
 
     Returns:
@@ -362,9 +379,9 @@ class ExactIndex(NeighbourIndex):
 
     Args:
         device: where the indexed points live and distances are computed; default: CPU.
-        chunk_size: query rows per distance block; default: a 4096-row tile on the CPU, sized from a 256 MiB budget
-            on a GPU, so memory stays bounded
-            for 1M points.
+        chunk_size: query rows per distance block; default: a 4096-row tile on the CPU, sized on a GPU from
+            :func:`device_block_bytes` (an eighth of the free memory, 256 MiB to 4 GiB), so memory stays bounded for
+            1M points.
 
     ``search`` and ``neighbours`` return NumPy ``float32`` squared distances and ``int64`` indices, ascending, ties by
     index (the :class:`~smartmine.index.base.NeighbourIndex` contract).

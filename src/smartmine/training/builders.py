@@ -32,9 +32,10 @@ class Datasets:
     """The training split with test-time transforms (the fresh embedding pass of smart mining)."""
     in_channels: int
     train_batch_transform: Callable | None = None
-    """Applied by the trainer to whole training batches on the device (small in-memory images)."""
+    """Applied by the trainer to whole training batches on the device (in-memory images: small ones, or photos with
+    ``data.decode_once``)."""
     eval_batch_transform: Callable | None = None
-    """Applied to whole batches of every embedding pass (small in-memory images)."""
+    """Applied to whole batches of every embedding pass (in-memory images)."""
     holdout: torch.utils.data.Dataset | None = None
     """The training classes set aside by ``data.holdout_classes`` (test-time transforms), or ``None``."""
 
@@ -79,6 +80,8 @@ def build_datasets(cfg: RunConfig) -> Datasets:
     train_eval = copy.copy(train)
     eval_tf = prepare_split(cfg, train_eval, train=False)
     prepare_split(cfg, test, train=False)
+    if d.decode_once and train.kind != "small":
+        train, train_eval, test, train_tf, eval_tf = decode_once(cfg, train, test)
     holdout = None
     if d.holdout_classes:
         train, train_eval, holdout = split_holdout(cfg, train, train_eval)
@@ -91,6 +94,29 @@ def build_datasets(cfg: RunConfig) -> Datasets:
         eval_batch_transform=eval_tf,
         holdout=holdout,
     )
+
+
+def decode_once(cfg: RunConfig, train, test):
+    """``data.decode_once``: the photo splits decoded once into memory (``uint8`` squares of side
+    ``image_size·8/7``), cropped, flipped and normalised per batch on the device (:mod:`smartmine.data.decoded`).
+
+    Returns ``(train, train_eval, test, train_batch_transform, eval_batch_transform)``; ``train`` and ``train_eval``
+    share one copy of the pixels.
+    """
+    from smartmine.data.decoded import DecodedImages, PhotoBatchTransform, decode_all, decoded_bytes
+
+    d = cfg.data
+    side = int(round(d.image_size * 8 / 7))
+    logger.info(
+        "data.decode_once: decoding %d + %d images at %d px (%.2f GB in memory)",
+        len(train), len(test), side, decoded_bytes(len(train) + len(test), side) / 1e9,
+    )  # fmt: skip
+    pixels = decode_all(train, side, workers=d.num_workers)
+    decoded_train = DecodedImages(train, side, pixels=pixels)
+    decoded_train_eval = DecodedImages(train, side, pixels=pixels)
+    decoded_test = DecodedImages(test, side, workers=d.num_workers)
+    train_tf = PhotoBatchTransform(d.image_size, augment=d.augment)
+    return decoded_train, decoded_train_eval, decoded_test, train_tf, PhotoBatchTransform(d.image_size)
 
 
 def split_holdout(cfg: RunConfig, *datasets):

@@ -45,6 +45,11 @@ class DataConfig:
     """fail: stop naming the file; skip: drop unreadable images when the dataset is built and count them."""
     eval_batch_size: int = 256
     """Batch size of the embedding passes (evaluation and smart mining)."""
+    decode_once: bool = False
+    """Photos: decode every image once when the run starts and keep it in memory (``uint8``, short side resized to
+    ``image_size·8/7``, centre square: 196 KB per image at 224), then crop, flip and normalise whole batches on the
+    training device. Saves the per-epoch JPEG decoding that starves a GPU; training crops come from the centre square
+    (README, "Training on your own images"). Small in-memory datasets (glyphs, digits) always work this way."""
     holdout_classes: int = 0
     """Training classes set aside, never trained on, and scored after every epoch (metrics ``holdout_*``; a
     validation set that does not look at the test classes); drawn from the seed among classes with two images. 0: none.
