@@ -327,7 +327,7 @@ def run_study(args: argparse.Namespace) -> Path:
             f"map@r {metrics['map@r']:.4f} | nmi {metrics['nmi']:.4f}",
             flush=True,
         )
-    last_run = 0.0
+    last_run = float(args.first_run_seconds)
     # Seed by seed, configurations in the order given: a run cut short by the time budget still leaves every
     # configuration with the same seeds.
     for seed in seeds:
@@ -650,6 +650,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=None, help="start no run that would end after this (s)")
     p.add_argument(
         "--decode-once", action="store_true", help="data.decode_once: decode the images once, crop on the device"
+    )
+    p.add_argument(
+        "--first-run-seconds", type=float, default=0.0, help="--time-budget: length assumed for the first run (s)"
     )
     p.add_argument("--keep-going", action="store_true", help="a run that fails is reported and skipped")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-features baseline")

@@ -10,7 +10,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 BUDGET=${BUDGET:-540}
-DEVICE=${DEVICE:-cuda}          # DEVICE=cpu STUDY_MODE=smoke MINING_SIZES=20000: a dry run of this script on a CPU
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu STUDY_MODE=smoke MINING_SIZES=20000 FIRST_RUN_SECONDS=0: a dry run on a CPU
 STUDY_MODE=${STUDY_MODE:-full}
 MINING_SIZES=${MINING_SIZES:-100000 1000000}
 DATA=.devdata/cub100_160
@@ -51,7 +51,8 @@ study() {
     local budget=$(( $(left) - 25 ))
     if [ "$budget" -lt 30 ]; then echo "no time left for: $*"; return; fi
     timeout "$budget" python3 benchmarks/cub100_study.py --mode "$STUDY_MODE" --device "$DEVICE" --data-root "$DATA" --weights "$WEIGHTS" \
-        --decode-once --keep-going --time-budget "$budget" --plots-dir "" "$@" 2>&1 | tee -a "$OUT/study.txt"
+        --decode-once --keep-going --time-budget "$budget" \
+        --first-run-seconds "${FIRST_RUN_SECONDS:-150}" --plots-dir "" "$@" 2>&1 | tee -a "$OUT/study.txt"
 }
 study --configs sm_default sm_triplet_global_random pml_margin_dw --seeds 0 1 2
 study --configs pml_triplet_semihard sm_triplet_fanng_global_adaptive sm_margin_dw --seeds 0 1 2 --no-baseline

@@ -161,7 +161,9 @@ def test_cuda_default_blocks_match_brute_force():
     x = rng.normal(size=(2000, 8)).astype(np.float32)
     d, i = exact_knn(x, x, 7, exclude_self=True, device="cuda")
     ed, ei = brute_force(x, x, 7, exclude_self=True)
-    np.testing.assert_array_equal(i.cpu().numpy(), ei)
+    # cuBLAS rounds differently from NumPy: near-equal distances may swap places (seen on an H200: 1 row of 2,000),
+    # so each row must hold the same neighbours at the same distances, in either order of a near-tie.
+    np.testing.assert_array_equal(np.sort(i.cpu().numpy(), axis=1), np.sort(ei, axis=1))
     np.testing.assert_allclose(d.cpu().numpy(), ed, rtol=1e-4, atol=1e-4)
 
 
