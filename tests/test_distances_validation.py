@@ -114,3 +114,14 @@ def test_row_distances_backward_is_repeatable_with_many_repeated_rows():
     # and the values are the plain differences' norms
     expect = torch.sqrt(((x0[i] - x0[j]) ** 2).sum(dim=1) + 1e-12)
     assert torch.allclose(row_distances(x0, i, j, eps=1e-12), expect, atol=1e-6)
+
+
+def test_as_numpy_takes_tensors_arrays_and_lists() -> None:
+    from smartmine._validation import as_numpy
+
+    t = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    np.testing.assert_array_equal(as_numpy(t), np.array([[1.0, 2.0]], dtype=np.float32))
+    assert as_numpy(t).dtype == np.float32
+    assert as_numpy([[1, 2]], dtype=np.float64).dtype == np.float64
+    arr = np.arange(3)
+    assert as_numpy(arr) is arr  # no copy when nothing changes

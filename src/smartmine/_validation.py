@@ -33,6 +33,14 @@ def as_tensor(x: ArrayLike | Sequence, name: str, device: torch.device | str | N
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
+def as_numpy(x, dtype=None) -> np.ndarray:
+    """``x`` (a tensor on any device, an array or a nested sequence) as a NumPy array of ``dtype`` (default: kept);
+    no copy where ``x`` already is a CPU tensor or array of that dtype."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=dtype)
+
+
 def _nonfinite_rows(t: torch.Tensor) -> np.ndarray:
     """Indices of the rows of a 2-D tensor that hold NaN or inf (empty when all are finite). NumPy does the work for
     CPU tensors: torch's parallel kernels would wake its OpenMP pool, whose threads keep spinning after the check and

@@ -81,3 +81,5 @@ def test_bad_inputs_are_named() -> None:
     model = Embedder(torch.nn.Identity(), feature_dim=7, embedding_dim=2)
     with pytest.raises(ValueError, match=r"features: width 6 does not match the head's input 7"):
         init_head_from_pca_(model, x)
+    with pytest.raises(ValueError, match=r"features: expected a 2-D array \(N, F\), got shape \(6,\)"):
+        init_head_from_pca_(model, x[0])

@@ -12,7 +12,7 @@ import abc
 import numpy as np
 import torch
 
-from smartmine._validation import ArrayLike, check_embeddings, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_embeddings, check_positive_int
 
 
 def to_numpy_f32(x: ArrayLike, name: str = "x") -> np.ndarray:
@@ -125,7 +125,7 @@ def check_warm_lists(lists: ArrayLike | None, x: ArrayLike) -> np.ndarray | None
     """``lists`` as an ``(N, K)`` int64 array for :meth:`NeighbourIndex.build_warm` over ``x`` (``None`` passes)."""
     if lists is None:
         return None
-    arr = np.asarray(lists.cpu() if hasattr(lists, "cpu") else lists)
+    arr = as_numpy(lists)
     n = int(x.shape[0])
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"lists: expected an (N, K) integer array of point ids, got shape {arr.shape} {arr.dtype}")

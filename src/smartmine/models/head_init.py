@@ -87,6 +87,8 @@ def init_head_from_pca_(model: torch.nn.Module, features: torch.Tensor | np.ndar
     head = model.head
     if not isinstance(head, torch.nn.Linear):
         raise TypeError(f"model.head: expected torch.nn.Linear, got {type(head).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"features: expected a 2-D array (N, F), got shape {tuple(features.shape)}")
     if features.shape[1] != head.in_features:
         raise ValueError(f"features: width {features.shape[1]} does not match the head's input {head.in_features}")
     init = pca_head(features, head.out_features)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from smartmine._validation import ArrayLike, check_labels, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_labels, check_positive_int
 from smartmine.data.samplers import pk_setup
 from smartmine.index.base import NeighbourIndex
 from smartmine.smart.miner import default_k
@@ -44,7 +44,7 @@ def class_confusion(neighbour_indices: ArrayLike, labels: ArrayLike, num_classes
         ``(C, C)`` int64 matrix: entry ``[c, d]`` (``c != d``) is the number of (point of class c, neighbour of class
         d) pairs; the diagonal is 0. Not symmetric in general.
     """
-    nbr = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
+    nbr = as_numpy(neighbour_indices)
     if nbr.ndim != 2 or not np.issubdtype(nbr.dtype, np.integer):
         raise ValueError(f"neighbour_indices: expected a 2-D integer (N, k) array, got {nbr.dtype} {nbr.shape}")
     num_classes = check_positive_int(num_classes, "num_classes")
@@ -133,7 +133,7 @@ class GraphPKBatchSampler(Sampler[list[int]]):
 
     def set_confusion(self, confusion: ArrayLike) -> None:
         """Replace the class-confusion counts (shape ``(C, C)``, see the class docstring)."""
-        conf = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=np.float64)
+        conf = as_numpy(confusion, dtype=np.float64)
         if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
             raise ValueError(f"confusion: expected a square (C, C) matrix, got shape {conf.shape}")
         if not np.isfinite(conf).all() or (conf < 0).any():

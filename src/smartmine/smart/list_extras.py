@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from smartmine._threads import run_chunks
-from smartmine._validation import ArrayLike, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_positive_int
 from smartmine.index.base import to_numpy_f32
 from smartmine.smart.selection import class_layout, outside_block
 
@@ -60,9 +60,8 @@ def widen_lists(
     extra_negatives = check_positive_int(extra_negatives, "extra_negatives", minimum=0)
     if extra_positives == 0 and extra_negatives == 0:
         return neighbour_indices, neighbour_sq_distances
-    idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices, np.int64)
-    d2 = np.asarray(neighbour_sq_distances.cpu() if hasattr(neighbour_sq_distances, "cpu") else neighbour_sq_distances,
-                    np.float64)  # fmt: skip
+    idx = as_numpy(neighbour_indices, np.int64)
+    d2 = as_numpy(neighbour_sq_distances, np.float64)
     emb = to_numpy_f32(embeddings, "embeddings")
     lab = np.asarray(labels).reshape(-1)
     n = lab.shape[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from smartmine._validation import ArrayLike, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_positive_int
 
 
 def neighbour_list_recall(
@@ -29,8 +29,8 @@ def neighbour_list_recall(
     Returns:
         The mean over the sample of ``|list ∩ exact k-NN| / k``, in [0, 1] (1.0 when ``k = 0``).
     """
-    x = torch.as_tensor(np.asarray(embeddings.cpu() if hasattr(embeddings, "cpu") else embeddings)).float()
-    idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
+    x = torch.as_tensor(as_numpy(embeddings)).float()
+    idx = as_numpy(neighbour_indices)
     n, k = idx.shape
     if x.ndim != 2 or x.shape[0] != n:
         raise ValueError(f"embeddings: expected {n} rows matching the lists, got shape {tuple(x.shape)}")

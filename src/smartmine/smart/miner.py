@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from smartmine._validation import ArrayLike, check_embeddings, check_labels, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_embeddings, check_labels, check_positive_int
 from smartmine.index.base import NeighbourIndex
 from smartmine.smart.controller import AdaptiveKappa, SteeredKappa
 from smartmine.smart.holdout import HoldoutGuard
@@ -345,8 +345,7 @@ class SmartMiner:
         if guard is not None:
             self.holdout_guard.load_state_dict(guard)
         lists = state.get("warm_lists")
-        self._warm_lists = None if lists is None else np.asarray(lists.cpu() if hasattr(lists, "cpu") else lists,
-                                                                 dtype=np.int64)  # fmt: skip
+        self._warm_lists = None if lists is None else as_numpy(lists, dtype=np.int64)
 
     def __repr__(self) -> str:
         return (

@@ -45,7 +45,7 @@ import numba
 import numpy as np
 
 from smartmine._threads import run_chunks
-from smartmine._validation import ArrayLike, check_labels, check_positive_int
+from smartmine._validation import ArrayLike, as_numpy, check_labels, check_positive_int
 
 SELECTION_MODES = ("strict", "margin_aware", "semihard")
 
@@ -287,8 +287,8 @@ def _select_semihard_kernel(
 
 def _check_neighbour_lists(neighbour_indices: ArrayLike, neighbour_sq_distances: ArrayLike) -> tuple[np.ndarray, ...]:
     """Shapes and dtypes of the lists (cheap); the per-entry checks run chunk by chunk in :func:`_scan_kernel`."""
-    idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
-    d2 = np.asarray(neighbour_sq_distances.cpu() if hasattr(neighbour_sq_distances, "cpu") else neighbour_sq_distances)
+    idx = as_numpy(neighbour_indices)
+    d2 = as_numpy(neighbour_sq_distances)
     if idx.ndim != 2:
         raise ValueError(f"neighbour_indices: expected a 2-D (N, k) array, got shape {idx.shape}")
     if not np.issubdtype(idx.dtype, np.integer):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smartmine._validation import ArrayLike, check_labels
+from smartmine._validation import ArrayLike, as_numpy, check_labels
 from smartmine.smart.selection import SELECTION_MODES
 
 _CHUNK_ROWS = 16_384  # bounds the (rows, k) temporaries
@@ -71,11 +71,8 @@ def kappa_thresholds(
     """
     if selection not in SELECTION_MODES:
         raise ValueError(f"selection: expected one of {SELECTION_MODES}, got {selection!r}")
-    idx = np.asarray(neighbour_indices.cpu() if hasattr(neighbour_indices, "cpu") else neighbour_indices)
-    d2 = np.asarray(
-        neighbour_sq_distances.cpu() if hasattr(neighbour_sq_distances, "cpu") else neighbour_sq_distances,
-        dtype=np.float64,
-    )
+    idx = as_numpy(neighbour_indices)
+    d2 = as_numpy(neighbour_sq_distances, dtype=np.float64)
     if idx.ndim != 2 or d2.shape != idx.shape:
         raise ValueError(f"neighbour lists: expected two (N, k) arrays of one shape, got {idx.shape} and {d2.shape}")
     n = idx.shape[0]
