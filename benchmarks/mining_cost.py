@@ -66,7 +66,10 @@ def make_index(method: str, args: argparse.Namespace):
         from smartmine.index.fanng import FanngIndex
 
         # knn_k = k: the construction's k-NN lists are the mining lists (no second pass in neighbours).
-        return FanngIndex(search_budget=args.fanng_budget, knn_k=args.k, n_threads=args.threads, seed=0)
+        return FanngIndex(
+            search_budget=args.fanng_budget, knn_k=args.k, n_threads=args.threads, seed=0,
+            warm_rejoin_shift=None if args.rejoin_shift < 0 else args.rejoin_shift,
+        )  # fmt: skip
     from smartmine.index.faiss_index import FaissIndex
 
     return FaissIndex(kind="hnsw", hnsw_m=32, ef_construction=80, ef_search=args.faiss_ef, n_threads=args.threads)
@@ -165,6 +168,9 @@ def main() -> None:
     p.add_argument("--fanng-budget", type=int, default=512, help="FanngIndex search_budget")
     p.add_argument("--faiss-ef", type=int, default=128, help="FaissIndex ef_search")
     p.add_argument("--warm-drift", type=float, default=0.1, help="fanng-warm: per-coordinate embedding drift")
+    p.add_argument(
+        "--rejoin-shift", type=int, default=-1, help="fanng-warm: FanngIndex warm_rejoin_shift (-1: None, every entry)"
+    )
     p.add_argument("--time-limit", type=float, default=300.0, help="skip cells predicted to take longer (seconds)")
     p.add_argument("--epoch-seconds", type=float, default=30.0, help="assumed epoch time at CUB size (seconds)")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
@@ -178,7 +184,7 @@ def main() -> None:
         "--dim", str(args.dim), "--class-size", str(args.class_size), "--spread", str(args.spread), "--k", str(args.k),
         "--kappa", str(args.kappa), "--threads", str(args.threads), "--device", args.device,
         "--fanng-budget", str(args.fanng_budget), "--faiss-ef", str(args.faiss_ef),
-        "--warm-drift", str(args.warm_drift),
+        "--warm-drift", str(args.warm_drift), "--rejoin-shift", str(args.rejoin_shift),
     ]  # fmt: skip
     if args.quick:
         args.sizes = [10_000, 50_000]

@@ -91,8 +91,9 @@ def test_independent_of_thread_count(data):
     np.testing.assert_array_equal(a.neighbours(12)[1], b.neighbours(12)[1])
 
 
-def test_warm_start_keeps_invariants_and_recall(data):
-    index = FanngIndex(seed=0, knn_k=16).build(data)
+@pytest.mark.parametrize("rejoin_shift", [None, 1])
+def test_warm_start_keeps_invariants_and_recall(data, rejoin_shift):
+    index = FanngIndex(seed=0, knn_k=16, warm_rejoin_shift=rejoin_shift).build(data)
     moved = data + 0.03 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
     index.update(moved)
     assert index.stats_["warm_start"] == 1.0 and index.stats_["drift_recall"] >= 0.3

@@ -50,6 +50,43 @@ def test_warm_start_after_drift_recovers(data):
     assert recall(res.idx, brute_neighbours(moved, 10)) >= 0.97
 
 
+@pytest.mark.parametrize("shift", [0, 1])
+def test_warm_start_that_rejoins_only_moved_entries_recovers(data, shift):
+    moved = np.ascontiguousarray(data + 0.05 * np.random.default_rng(1).normal(size=data.shape).astype(np.float32))
+    prev = nn_descent(data, 10, seed=0).idx
+    res = nn_descent(moved, 10, init=prev, seed=0, rejoin_shift=shift, n_threads=1)
+    assert recall(res.idx, brute_neighbours(moved, 10)) >= 0.95
+    again = nn_descent(moved, 10, init=prev, seed=0, rejoin_shift=shift, n_threads=3)
+    np.testing.assert_array_equal(res.idx, again.idx)
+
+
+def test_settle_range_clears_only_entries_that_kept_their_rank():
+    from smartmine.index import _knn_kernels as KK
+
+    rng = np.random.default_rng(0)
+    n, k, shift = 40, 6, 1
+    prev = np.stack([rng.permutation(np.delete(np.arange(n), p))[:k] for p in range(n)]).astype(np.int32)
+    prev[3, 4:] = -1  # a short previous list
+    # The current lists: each previous list shuffled a little, and one id swapped for a newcomer.
+    now = prev.copy()
+    for p in range(n):
+        a, b = rng.integers(0, k, size=2)
+        now[p, [a, b]] = now[p, [b, a]]
+    now[5, 2] = np.setdiff1d(np.arange(n), np.append(prev[5], 5))[0]
+    now[3, 4:] = [7, 8] if 7 not in prev[3] and 8 not in prev[3] else now[3, 4:]
+    flags = np.ones((n, k), dtype=np.uint8)
+    rank = np.full(n, -1, dtype=np.int64)
+    KK.settle_range(prev, 0, n, now, flags, rank, shift)
+    expected = np.ones((n, k), dtype=np.uint8)
+    for p in range(n):
+        old = {int(w): r for r, w in enumerate(prev[p]) if w >= 0}
+        for j, w in enumerate(now[p]):
+            if w >= 0 and int(w) in old and abs(old[int(w)] - j) <= shift:
+                expected[p, j] = 0
+    np.testing.assert_array_equal(flags, expected)
+    assert (rank == -1).all()  # the scratch is restored
+
+
 def test_bad_arguments(data):
     with pytest.raises(ValueError, match="k:"):
         nn_descent(data, 1500)
@@ -57,6 +94,8 @@ def test_bad_arguments(data):
         nn_descent(data, 5, init=np.zeros((10, 5), dtype=np.int64))
     with pytest.raises(ValueError, match="init"):
         nn_descent(data, 5, init=np.full((1500, 5), 1500, dtype=np.int64))
+    with pytest.raises(ValueError, match="rejoin_shift"):
+        nn_descent(data, 5, init=brute_neighbours(data, 5), rejoin_shift=-1)
 
 
 def test_spatial_order_is_a_permutation_and_windows_stay_in_range():

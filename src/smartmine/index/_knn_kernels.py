@@ -290,6 +290,29 @@ def init_range(x, init_i, lo, hi, nn_i, nn_d, nn_new, seen, stamp0):
 
 
 @njit(**_OPTS)
+def settle_range(prev_i, lo, hi, nn_i, nn_new, rank, shift):
+    """Warm start, rows ``lo .. hi-1``: clear the new flag of every entry that was in the previous list (the first
+    ``K'`` columns of ``prev_i``, in their old order) at a rank at most ``shift`` places from its rank now. Such an
+    entry's neighbourhood was already joined last time and has barely changed; the rest stay new. ``rank`` is an
+    ``(N,)`` scratch of ``-1`` (restored on return)."""
+    kk = min(prev_i.shape[1], nn_i.shape[1])
+    for p in range(lo, hi):
+        for r in range(kk):
+            w = prev_i[p, r]
+            if w >= 0:
+                rank[w] = r
+        for j in range(nn_i.shape[1]):
+            w = nn_i[p, j]
+            if w >= 0 and rank[w] >= 0 and abs(rank[w] - j) <= shift:
+                nn_new[p, j] = 0
+        for r in range(kk):
+            w = prev_i[p, r]
+            if w >= 0:
+                rank[w] = -1
+    return 0
+
+
+@njit(**_OPTS)
 def expand_points(knn_i, knn_d, vertex_of, gptr, gmem, k, out_i, out_d):
     """Point-level ``k``-NN from vertex lists: point ``p``'s other duplicates first (distance 0), then the points of
     each listed vertex in list order (a vertex stands for its group ``gmem[gptr[v]:gptr[v + 1]]`` of identical

@@ -96,6 +96,7 @@ def nn_descent(
     seed: int = 0,
     n_threads: int | None = None,
     order: np.ndarray | None = None,
+    rejoin_shift: int | None = None,
 ) -> KnnLists:
     """Approximate ``k`` nearest other points of every row of ``x``.
 
@@ -113,6 +114,9 @@ def nn_descent(
         seed: seeds the tree and the candidate sampling.
         n_threads: threads of the joins (default ``numba.get_num_threads()``); results do not depend on it.
         order: optional processing order (a permutation of ``range(N)``); default the tree's leaf order.
+        rejoin_shift: with ``init`` whose first ``k`` columns are the previous lists in their old order (a warm
+            start): only entries that are new to a list or moved more than this many ranks take part in the first
+            local join as new; the others were joined last time. ``None`` (default): every entry is new.
     """
     t0 = time.perf_counter()
     n = x.shape[0]
@@ -142,6 +146,11 @@ def nn_descent(
         return np.full(n, -1, dtype=np.int64)
 
     run_rows(n, threads, scratch, lambda lo, hi, s: KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, s, 0))
+    if init is not None and rejoin_shift is not None:
+        if rejoin_shift < 0:
+            raise ValueError(f"rejoin_shift: expected >= 0 or None, got {rejoin_shift}")
+        prev = np.ascontiguousarray(cand[:, :k])
+        run_rows(n, threads, scratch, lambda lo, hi, s: KK.settle_range(prev, lo, hi, nn_i, nn_new, s, rejoin_shift))
     t_init = time.perf_counter() - t0
 
     s_cap = max(1, min(k, 64) if max_candidates is None else int(max_candidates))
