@@ -295,6 +295,23 @@ def test_resume_keys_are_ignored_and_new_keys_reported(tmp_path):
         check_compatible(ckpt, added)
 
 
+def test_keys_added_after_a_run_started_resume_when_they_keep_the_old_behaviour(tmp_path):
+    from smartmine.training.config import absent_key_values
+
+    model, _, _ = make_run()
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "c.pt", model=model, config=CONFIG, epoch=1))
+    newer = {**CONFIG, "data": {"decode_once": False}, "model": {"freeze_bn": False, "head_init": "random"}}
+    check_compatible(ckpt, newer, absent_means=absent_key_values())  # what the old run did: no difference
+    changed = {**newer, "model": {"freeze_bn": True, "head_init": "random"}}
+    with pytest.raises(
+        ConfigMismatchError, match=r"model\.freeze_bn: checkpoint \(absent: older runs used False\), now True"
+    ) as info:
+        check_compatible(ckpt, changed, absent_means=absent_key_values())
+    assert info.value.differences == {"model.freeze_bn": (False, True)}
+    with pytest.raises(ConfigMismatchError, match=r"data\.decode_once: checkpoint \(absent\)"):
+        check_compatible(ckpt, newer)  # without absent_means every new key differs
+
+
 def test_fingerprint_ignores_key_order_but_not_values():
     a = {"x": 1, "y": {"b": 2, "a": [1, 2]}}
     b = {"y": {"a": [1, 2], "b": 2}, "x": 1}

@@ -219,12 +219,18 @@ def config_fingerprint(config: Mapping[str, Any], ignore: Iterable[str] = ()) ->
 
 
 def check_compatible(
-    checkpoint: Mapping[str, Any], config: Mapping[str, Any], ignore: Iterable[str] = DEFAULT_RESUME_IGNORE
+    checkpoint: Mapping[str, Any],
+    config: Mapping[str, Any],
+    ignore: Iterable[str] = DEFAULT_RESUME_IGNORE,
+    absent_means: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise :class:`ConfigMismatchError` naming every key whose value differs between the checkpoint's config and
     ``config`` (keys present on one side only count as differing), except keys matched by ``ignore``.
 
-    ``ignore`` entries are dotted keys, dotted prefixes or ``fnmatch`` patterns (``"train.*"``).
+    ``ignore`` entries are dotted keys, dotted prefixes or ``fnmatch`` patterns (``"train.*"``). ``absent_means``
+    (dotted key → value): what a key missing from the checkpoint's config stood for (a key added to smartmine after
+    the run started; e.g. :func:`smartmine.training.config.absent_key_values`); such a key differs only if ``config``
+    sets another value.
     """
     if "config" not in checkpoint or not isinstance(checkpoint["config"], Mapping):
         raise CheckpointError("checkpoint: has no 'config' entry; was it written by save_checkpoint?")
@@ -233,16 +239,17 @@ def check_compatible(
     now = {k: _canonical(v) for k, v in flatten_config(config).items()}
     missing = object()
     differences: dict[str, tuple[Any, Any]] = {}
+    stood_for = {k: _canonical(v) for k, v in (absent_means or {}).items()}
     for key in sorted(set(saved) | set(now)):
         if _ignored(key, ignore):
             continue
-        a, b = saved.get(key, missing), now.get(key, missing)
+        a, b = saved.get(key, stood_for.get(key, missing)), now.get(key, missing)
         if a != b:
             differences[key] = (None if a is missing else a, None if b is missing else b)
     if differences:
         lines = []
         for key, (a, b) in differences.items():
-            a_txt = "(absent)" if key not in saved else _short(a)
+            a_txt = _short(a) if key in saved else "(absent)" if a is None else f"(absent: older runs used {_short(a)})"
             b_txt = "(absent)" if key not in now else _short(b)
             lines.append(f"  {key}: checkpoint {a_txt}, now {b_txt}")
         source = checkpoint.get("path", "the checkpoint")

@@ -544,6 +544,23 @@ def config_to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+LEGACY_VALUES: dict[str, Any] = {"model.freeze_bn": False, "model.head_init": "random"}
+"""Keys whose default does not describe what runs did before the key existed: pretrained runs before session 11
+trained the backbone's batch norm and started the head at random."""
+
+
+def absent_key_values() -> dict[str, Any]:
+    """``{"section.key": value}``: what a run whose saved config lacks a key (written before the key existed) ran
+    with: the key's default, or :data:`LEGACY_VALUES`. Lets such a run resume when nothing it did changes."""
+    flat: dict[str, Any] = {}
+    for section, values in config_to_dict(RunConfig()).items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            flat[section] = values
+    return {**flat, **LEGACY_VALUES}
+
+
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")

@@ -26,7 +26,7 @@ from smartmine import run_folder
 from smartmine.training import builders
 from smartmine.training.batch_source import Batch
 from smartmine.training.checkpoint import load_checkpoint, save_checkpoint
-from smartmine.training.config import RunConfig, config_to_dict, dump_config
+from smartmine.training.config import RunConfig, absent_key_values, config_to_dict, dump_config
 from smartmine.training.distributed import DistInfo, all_reduce_sum, barrier, gather_rows, init_distributed
 from smartmine.training.embedding import embed_dataset
 from smartmine.training.epoch_stats import EpochStats, summary
@@ -157,7 +157,7 @@ class Trainer:
 
         path = self.folder.last_checkpoint
         ckpt = load_checkpoint(path, map_location="cpu")
-        check_compatible(ckpt, config_to_dict(self.cfg), ignore=DEFAULT_RESUME_IGNORE)
+        check_compatible(ckpt, config_to_dict(self.cfg), ignore=DEFAULT_RESUME_IGNORE, absent_means=absent_key_values())
         self.model.load_state_dict(ckpt["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
