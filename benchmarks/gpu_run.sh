@@ -56,7 +56,11 @@ study() {
         --decode-once --keep-going --time-budget "$budget" \
         --first-run-seconds "${FIRST_RUN_SECONDS:-150}" --plots-dir "" "$@" 2>&1 | tee -a "$OUT/study.txt"
 }
+# ABLATIONS="abl_step_lr_sm_default abl_step_lr_random ..." (seed ABLATION_SEEDS, default 0) run before the main study.
+if [ -n "${ABLATIONS:-}" ]; then
+    study --study ablations --configs $ABLATIONS --seeds ${ABLATION_SEEDS:-0} --no-baseline
+fi
 study --configs sm_default sm_triplet_global_random pml_margin_dw --seeds 0 1 2
 study --configs pml_triplet_semihard sm_triplet_fanng_global_adaptive sm_margin_dw --seeds 0 1 2 --no-baseline
-[ "$STUDY_MODE" = full ] && tar czf "$OUT/results.tgz" benchmarks/results/cub100/full
+[ "$STUDY_MODE" = full ] && tar czf "$OUT/results.tgz" benchmarks/results/cub100/full 2>/dev/null
 echo "all done at ${SECONDS}s"
