@@ -202,6 +202,17 @@ def test_kappa_auto_and_controller_choices() -> None:
         config_from_dict({"mining": {"controller": "legasy", "kappa": 16}})
 
 
+def test_kappa_max_change_reaches_the_steered_controller() -> None:
+    from smartmine.training.builders import build_smart_miner
+
+    cfg = config_from_dict({"mining": {"strategy": "smart", "kappa_max_change": 2}})
+    miner = build_smart_miner(cfg, torch.device("cpu"), 100)
+    assert miner.controller.max_change == 2.0
+    assert config_from_dict({}).mining.kappa_max_change == 4.0
+    with pytest.raises(ConfigError, match=r"mining.kappa_max_change: must be a finite number >= 2, got 1.5"):
+        config_from_dict({"mining": {"kappa_max_change": 1.5}})
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [

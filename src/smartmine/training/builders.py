@@ -250,7 +250,7 @@ def build_smart_miner(cfg: RunConfig, device: torch.device, n_points: int | None
         controller = SteeredKappa(
             kappa0=None if kappa0 is None else min(max(kappa0, m.kappa_min), m.kappa_max),
             target_error=m.target_error, window=m.window, kappa_min=m.kappa_min, kappa_max=m.kappa_max,
-            min_share_scale=m.min_share_scale, cautious_start=m.cautious_start,
+            min_share_scale=m.min_share_scale, cautious_start=m.cautious_start, max_change=m.kappa_max_change,
         )  # fmt: skip
     return SmartMiner(
         index_factory=index_factory(cfg, device, n_points),

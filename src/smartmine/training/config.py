@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 import types
 import typing
@@ -148,6 +149,8 @@ class MiningConfig:
     kappa_min: float = 1.0
     """κ floor (below 1 admits negatives inside the nearest-positive radius)."""
     kappa_max: float = 256.0
+    kappa_max_change: float = 4.0
+    """Steered controller: the largest factor by which one epoch's fit may move κ (>= 2)."""
     warmup_epochs: int = 2
     """Epochs of random triplets before smart mining starts."""
     mined_fraction: float = 0.5
@@ -425,6 +428,8 @@ def validate(cfg: RunConfig, *, check_paths: bool = True) -> RunConfig:
         raise ConfigError(f"mining.kappa: must be positive (or 'auto'), got {m.kappa}")
     if m.kappa == "auto" and not (m.adaptive and m.controller == "steered"):
         raise ConfigError("mining.kappa: 'auto' needs mining.adaptive=true and mining.controller=steered")
+    if not (math.isfinite(m.kappa_max_change) and m.kappa_max_change >= 2.0):
+        raise ConfigError(f"mining.kappa_max_change: must be a finite number >= 2, got {m.kappa_max_change}")
     if m.kappa_min > m.kappa_max:
         raise ConfigError(f"mining.kappa_min ({m.kappa_min}) exceeds mining.kappa_max ({m.kappa_max})")
     for key, wants_faiss in (
