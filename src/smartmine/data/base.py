@@ -143,13 +143,16 @@ class MetricDataset(Dataset):
         bounds = np.cumsum(self.class_counts())[:-1]
         return [np.asarray(part, dtype=np.int64) for part in np.split(order, bounds)]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def _row(self, index: int) -> int:
+        """``index`` as a row in ``[0, N)`` (negative counts from the end); else ``IndexError`` naming the split."""
         n = len(self)
-        i = int(index)
-        if i < 0:
-            i += n
+        i = int(index) + (n if int(index) < 0 else 0)
         if not 0 <= i < n:
             raise IndexError(f"index {index} out of range for {self.name} ({self.split}) with {n} images")
+        return i
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        i = self._row(index)
         img = self.load_pil(i)
         tensor = _to_unit_tensor(img) if self.transform is None else self.transform(img)
         return tensor, int(self.labels[i]), i
@@ -198,10 +201,7 @@ class ArrayDataset(MetricDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         if self.transform is None:  # fast path: skip the PIL round trip
-            n = len(self)
-            i = int(index) + (n if int(index) < 0 else 0)
-            if not 0 <= i < n:
-                raise IndexError(f"index {index} out of range for {self.name} ({self.split}) with {n} images")
+            i = self._row(index)
             arr = self.images[i]
             t = torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).astype(np.float32))
             return t.div_(255.0), int(self.labels[i]), i

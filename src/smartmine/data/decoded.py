@@ -99,10 +99,7 @@ class DecodedImages(MetricDataset):
         return self.base.load_pil(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        n = len(self)
-        i = int(index) + (n if int(index) < 0 else 0)
-        if not 0 <= i < n:
-            raise IndexError(f"index {index} out of range for {self.name} ({self.split}) with {n} images")
+        i = self._row(index)
         return self.pixels[i], int(self.labels[i]), i
 
 

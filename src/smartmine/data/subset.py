@@ -51,9 +51,6 @@ class RowSubset(MetricDataset):
         return self.base.load_pil(int(self.rows[index]))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        n = len(self)
-        i = int(index) + (n if int(index) < 0 else 0)
-        if not 0 <= i < n:
-            raise IndexError(f"index {index} out of range for {self.name} ({self.split}) with {n} images")
+        i = self._row(index)
         image, _, _ = self.base[int(self.rows[i])]  # the base's fast path for in-memory images
         return image, int(self.labels[i]), i

@@ -18,8 +18,7 @@ from smartmine._validation import ArrayLike, as_numpy, check_embeddings, check_p
 def to_numpy_f32(x: ArrayLike, name: str = "x") -> np.ndarray:
     """Validate a 2-D finite float matrix (tensor or array) and return a C-contiguous float32 NumPy copy/view."""
     t = check_embeddings(x, name)
-    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.ascontiguousarray(as_numpy(t), dtype=np.float32)
 
 
 class NeighbourIndex(abc.ABC):

@@ -149,8 +149,7 @@ def nn_descent(
     if init is not None and rejoin_shift is not None:
         if rejoin_shift < 0:
             raise ValueError(f"rejoin_shift: expected >= 0 or None, got {rejoin_shift}")
-        prev = np.ascontiguousarray(cand[:, :k])
-        run_rows(n, threads, scratch, lambda lo, hi, s: KK.settle_range(prev, lo, hi, nn_i, nn_new, s, rejoin_shift))
+        run_rows(n, threads, scratch, lambda lo, hi, s: KK.settle_range(cand, lo, hi, nn_i, nn_new, s, rejoin_shift))
     t_init = time.perf_counter() - t0
 
     s_cap = max(1, min(k, 64) if max_candidates is None else int(max_candidates))

@@ -557,13 +557,9 @@ trained the backbone's batch norm and started the head at random."""
 def absent_key_values() -> dict[str, Any]:
     """``{"section.key": value}``: what a run whose saved config lacks a key (written before the key existed) ran
     with: the key's default, or :data:`LEGACY_VALUES`. Lets such a run resume when nothing it did changes."""
-    flat: dict[str, Any] = {}
-    for section, values in config_to_dict(RunConfig()).items():
-        if isinstance(values, dict):
-            flat.update({f"{section}.{k}": v for k, v in values.items()})
-        else:
-            flat[section] = values
-    return {**flat, **LEGACY_VALUES}
+    from smartmine.training.checkpoint import flatten_config
+
+    return {**flatten_config(config_to_dict(RunConfig())), **LEGACY_VALUES}
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
