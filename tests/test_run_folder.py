@@ -56,6 +56,14 @@ def test_baseline_round_trip(tmp_path: Path) -> None:
     assert run_folder.read_baseline(tmp_path) == {"recall@1": 0.5}
 
 
+def test_untrained_round_trip_is_its_own_file(tmp_path: Path) -> None:
+    assert run_folder.read_untrained(tmp_path) is None
+    run_folder.write_untrained(tmp_path, {"recall@1": 0.25})
+    assert run_folder.read_untrained(tmp_path) == {"recall@1": 0.25}
+    assert run_folder.read_baseline(tmp_path) is None  # the raw-pixel baseline is not touched
+    assert run_folder.RunFolder(tmp_path).untrained == tmp_path / "untrained.json"
+
+
 def test_test_embeddings_keep_the_first_and_replace_the_last(tmp_path: Path) -> None:
     labels = np.array([0, 1])
     run_folder.save_test_embeddings(tmp_path, torch.ones(2, 3), labels, epoch=2)

@@ -44,20 +44,24 @@ def resolve_config_path(text: str) -> Path:
     raise ConfigError(f"'{text}' is neither a config file nor a preset (presets: {', '.join(list_presets())}){hint}")
 
 
-def results_table(model: dict, baseline: dict | None, title: str = "smartmine") -> str:
-    """A Markdown table of the final test metrics, next to the raw-pixel baseline when given."""
+def results_table(
+    model: dict, baseline: dict | None, title: str = "smartmine", untrained: dict | None = None
+) -> str:
+    """A Markdown table of the final test metrics, next to the raw-pixel baseline and the untrained model when given
+    (each with the model's difference from it)."""
     keys = [k for k in METRIC_ORDER if k in model]
     keys += [k for k in model if k not in METRIC_ORDER and is_retrieval_metric(k)]
-    if baseline:
-        lines = [f"| metric (unseen classes) | {title} | raw pixels | difference |", "|---|---|---|---|"]
-        for k in keys:
-            b = baseline.get(k)
-            diff = f"{model[k] - b:+.3f}" if b is not None else ""
-            lines.append(f"| {k} | {model[k]:.3f} | {b:.3f} | {diff} |" if b is not None else
-                         f"| {k} | {model[k]:.3f} | | |")
-    else:
-        lines = [f"| metric (unseen classes) | {title} |", "|---|---|"]
-        lines += [f"| {k} | {model[k]:.3f} |" for k in keys]
+    references = [(name, ref) for name, ref in (("raw pixels", baseline), ("untrained model", untrained)) if ref]
+    header = f"| metric (unseen classes) | {title} |"
+    for name, _ in references:
+        header += f" {name} | difference |" if len(references) == 1 else f" {name} | vs {name} |"
+    lines = [header, "|---|---|" + "---|---|" * len(references)]
+    for k in keys:
+        line = f"| {k} | {model[k]:.3f} |"
+        for _, ref in references:
+            b = ref.get(k)
+            line += f" {b:.3f} | {model[k] - b:+.3f} |" if b is not None else " | |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -165,7 +169,7 @@ def _finish(run_dir: Path, final: dict, seconds: float | None = None, *, report:
 
     baseline = run_folder.read_baseline(run_dir)
     metrics = {k: float(v) for k, v in final.items() if is_retrieval_metric(k)}
-    table = results_table(metrics, baseline)
+    table = results_table(metrics, baseline, untrained=run_folder.read_untrained(run_dir))
     run_folder.RunFolder(run_dir).results.write_text(table + "\n", encoding="utf-8")
     when = f" in {seconds:.0f} s" if seconds is not None else ""
     print(f"\nFinished{when}. Test metrics on classes never seen in training:\n\n{table}\n")

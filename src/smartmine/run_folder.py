@@ -5,6 +5,7 @@ Training writes it, the report and the CLI read it; nothing else knows a file na
     RUN/config.yaml                   the resolved config
     RUN/metrics.csv                   one row per finished epoch (never a torn last line)
     RUN/baseline.json                 raw-pixel test metrics (when eval.raw_pixel_baseline)
+    RUN/untrained.json                test metrics of the model before its first step (eval.untrained_baseline)
     RUN/checkpoints/last.pt, best.pt  see smartmine.training.checkpoint
     RUN/embeddings/test_labels.npy    (N,) int64 labels of the test split
     RUN/embeddings/test_first.npy     (N, D) float32 test embeddings at the first evaluation
@@ -36,6 +37,7 @@ from smartmine._atomic import atomic_write_bytes
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 BASELINE = "baseline.json"
+UNTRAINED = "untrained.json"
 RESULTS = "results.md"
 REPORT = "report.html"
 CHECKPOINTS = "checkpoints"
@@ -59,6 +61,7 @@ class RunFolder:
     config = property(lambda self: self.path / CONFIG, doc="``config.yaml``")
     metrics = property(lambda self: self.path / METRICS, doc="``metrics.csv``")
     baseline = property(lambda self: self.path / BASELINE, doc="``baseline.json``")
+    untrained = property(lambda self: self.path / UNTRAINED, doc="``untrained.json``")
     results = property(lambda self: self.path / RESULTS, doc="``results.md``")
     report = property(lambda self: self.path / REPORT, doc="``report.html``")
     checkpoints = property(lambda self: self.path / CHECKPOINTS, doc="``checkpoints/``")
@@ -142,7 +145,7 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float | str]]:
     return rows
 
 
-# ------------------------------------------------------------------------------------------- baseline.json
+# --------------------------------------------------------------------------- baseline.json / untrained.json
 def write_baseline(run_dir: str | Path, metrics: dict[str, float]) -> None:
     """Write ``baseline.json`` (raw-pixel test metrics)."""
     atomic_write_bytes(RunFolder(run_dir).baseline, json.dumps(metrics, indent=2).encode())
@@ -150,7 +153,20 @@ def write_baseline(run_dir: str | Path, metrics: dict[str, float]) -> None:
 
 def read_baseline(run_dir: str | Path) -> dict[str, Any] | None:
     """``baseline.json`` as written, or ``None`` when absent; ``OSError``/``ValueError`` when unreadable."""
-    path = RunFolder(run_dir).baseline
+    return _read_json(RunFolder(run_dir).baseline)
+
+
+def write_untrained(run_dir: str | Path, metrics: dict[str, float]) -> None:
+    """Write ``untrained.json`` (test metrics of the model before its first step)."""
+    atomic_write_bytes(RunFolder(run_dir).untrained, json.dumps(metrics, indent=2).encode())
+
+
+def read_untrained(run_dir: str | Path) -> dict[str, Any] | None:
+    """``untrained.json`` as written, or ``None`` when absent; ``OSError``/``ValueError`` when unreadable."""
+    return _read_json(RunFolder(run_dir).untrained)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text(encoding="utf-8"))

@@ -96,6 +96,7 @@ def test_load_run_tolerates_torn_and_broken_files(tmp_path: Path):
         json.dumps({"epoch": 2, "strategy": "smart", "kappa": 4.0, "triplets": []})
     )
     (run / "baseline.json").write_text(json.dumps({"recall@1": 0.1, "note": "x"}))
+    (run / "untrained.json").write_text("{torn")
     data = load_run(run)
     assert [r["epoch"] for r in data.metrics] == [1.0]
     assert data.final_metrics == {"recall@1": 0.25}
@@ -103,4 +104,19 @@ def test_load_run_tolerates_torn_and_broken_files(tmp_path: Path):
     assert [r.epoch for r in data.mined] == [2]
     text = " ".join(data.missing)
     assert "epoch_001.json could not be read" in text and "config.yaml is missing" in text
+    assert "untrained.json could not be read" in text and data.untrained is None
     assert "unfinished or was interrupted: 1 epoch(s) logged" in text
+
+
+def test_final_table_shows_both_references_with_differences(tmp_path: Path):
+    from smartmine.report.build import _final_table
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,loss,recall@1\n1,0.5,0.625\n")
+    (run / "baseline.json").write_text(json.dumps({"recall@1": 0.5}))
+    (run / "untrained.json").write_text(json.dumps({"recall@1": 0.75}))
+    table = _final_table(load_run(run))
+    assert table.header == ["metric (unseen classes)", "model", "raw pixels", "vs raw pixels", "untrained model",
+                            "vs untrained model"]
+    assert table.rows == [["recall@1", "0.625", "0.500", "+0.125", "0.750", "-0.125"]]

@@ -237,3 +237,49 @@ def test_pca_head_run_resumes_exactly(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "head initialised by PCA" not in resumed.stdout  # the head came from the checkpoint
     assert metric_rows(tmp_path / "pca_killed") == metric_rows(tmp_path / "pca_ref")
+
+
+def test_untrained_baseline_is_the_model_before_training_and_changes_nothing(reference_run: Path, tmp_path: Path):
+    raw = tiny(tmp_path, "untrained", eval={"untrained_baseline": True})
+    messages: list[str] = []
+    Trainer(config_from_dict(raw), log=messages.append).fit()
+    run = tmp_path / "untrained"
+    # training is exactly the reference run's: the extra evaluation consumes nothing training depends on
+    assert metric_rows(run) == metric_rows(reference_run)
+    saved = json.loads((run / "untrained.json").read_text())
+    assert any(m.startswith("untrained model: recall@1") for m in messages)
+
+    # Recall@1 of a freshly built model re-derived with NumPy: the same seed builds the same untrained model.
+    fresh = Trainer(config_from_dict(tiny(tmp_path, "fresh")))
+    data = fresh.data
+    images = torch.stack([data.test[i][0] for i in range(len(data.test))])
+    if data.eval_batch_transform is not None:
+        images = data.eval_batch_transform(images)
+    fresh.model.eval()
+    with torch.no_grad():
+        emb = fresh.model(images).double().numpy()
+    labels = np.asarray(data.test.labels)
+    d2 = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    recall1 = float((labels[d2.argmin(axis=1)] == labels).mean())
+    # float32 distances in the library against float64 here: near-ties may flip a point or two
+    assert saved["recall@1"] == pytest.approx(recall1, abs=2.5 / len(labels))
+    trained = read_metrics_csv(run / "metrics.csv")[-1]["recall@1"]
+    assert saved["recall@1"] != trained
+
+
+def test_untrained_baseline_is_not_rewritten_on_resume(tmp_path: Path) -> None:
+    raw = tiny(tmp_path, "untrained_resume", eval={"untrained_baseline": True}, train={"epochs": 2})
+    cfg = write_config(tmp_path, raw)
+    proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "after_checkpoint:1"})
+    assert proc.returncode == -signal.SIGKILL
+    path = tmp_path / "untrained_resume" / "untrained.json"
+    before = path.read_bytes()
+    path.write_text(json.dumps({"recall@1": 0.123}))  # a marker: a re-evaluation would replace it
+    resumed = run_cli("train", str(cfg), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(path.read_text()) == {"recall@1": 0.123}
+    assert json.loads(before)["recall@1"] > 0
+    # the finished run's table sets the model beside the untrained one
+    assert "| untrained model | difference |" in resumed.stdout
+    assert "untrained model" in (tmp_path / "untrained_resume" / "report.html").read_text()

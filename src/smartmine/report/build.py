@@ -134,10 +134,12 @@ def _final_table(run: RunData) -> Table | None:
     keys = sorted(final, key=metric_sort_key)
     header = ["metric (unseen classes)", "model"]
     rows = [[k, f"{final[k]:.3f}"] for k in keys]
-    if run.baseline:
-        header += ["raw pixels", "difference"]
+    for name, ref in (("raw pixels", run.baseline), ("untrained model", run.untrained)):
+        if not ref:
+            continue
+        header += [name, "difference" if not (run.baseline and run.untrained) else f"vs {name}"]
         for row, k in zip(rows, keys, strict=True):
-            b = run.baseline.get(k)
+            b = ref.get(k)
             row += ["—", ""] if b is None else [f"{b:.3f}", f"{final[k] - b:+.3f}"]
     epoch = int(run.eval_rows[-1]["epoch"])
     return Table(header, rows, caption=f"Test metrics at the latest evaluation (epoch {epoch})")

@@ -260,7 +260,8 @@ def training_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
 
 
 def retrieval_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
-    """One panel per retrieval metric over the evaluation epochs (dashed: raw-pixel baseline where known)."""
+    """One panel per retrieval metric over the evaluation epochs (dashed: raw-pixel baseline, dotted: the untrained
+    model, where known)."""
     notes: list[str] = []
     keys = sorted({k for run in runs for k in run.columns() if is_retrieval_metric(k)}, key=metric_sort_key)
     if not keys:
@@ -283,14 +284,10 @@ def retrieval_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
             if len(e):
                 style = _run_style(r) if compare else {"marker": "o", "ms": 3, "color": colour}
                 ax.plot(e, v, label=run.name if compare else "model", **style)
-            if run.baseline and key in run.baseline:
-                ax.axhline(
-                    run.baseline[key],
-                    color=colour,
-                    linestyle="--",
-                    linewidth=1,
-                    label=None if compare else "raw pixels",
-                )
+            for ref, linestyle, name in ((run.baseline, "--", "raw pixels"), (run.untrained, ":", "untrained")):
+                if ref and key in ref:
+                    ax.axhline(ref[key], color=colour, linestyle=linestyle, linewidth=1,
+                               label=None if compare else name)  # fmt: skip
         _style_axes(ax, key if key != "embedding_spread" else "embedding spread (Σ std)", key)
         if key != "embedding_spread":
             lo, hi = ax.get_ylim()
@@ -301,7 +298,10 @@ def retrieval_curves(runs: list[RunData]) -> tuple[Plot | None, list[str]]:
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
+    lines = [text for text, shown in (("dashed: the raw-pixel baseline", any(run.baseline for run in runs)),
+                                      ("dotted: the model before training", any(run.untrained for run in runs)))
+             if shown]  # fmt: skip
     caption = "Test-set retrieval metrics (classes never seen in training) at each evaluation epoch" + (
-        "; dashed: the raw-pixel baseline." if any(run.baseline for run in runs) else "."
+        "; " + "; ".join(lines) + "." if lines else "."
     )
     return Plot("curves_retrieval", "Retrieval metrics", to_png(fig), caption, notes), notes

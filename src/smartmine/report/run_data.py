@@ -44,6 +44,8 @@ class RunData:
     """Rows of ``metrics.csv`` (one per finished epoch), numbers as floats, empty cells dropped."""
     baseline: dict[str, float] | None = None
     """Raw-pixel test metrics (``baseline.json``), quick start only."""
+    untrained: dict[str, float] | None = None
+    """Test metrics of the model before its first step (``untrained.json``, ``eval.untrained_baseline``)."""
     test_first: np.ndarray | None = None
     """``(N, D)`` float32 test embeddings at the first evaluation."""
     test_last: np.ndarray | None = None
@@ -188,12 +190,14 @@ def load_run(path: str | Path) -> RunData:
             )
             + ". Figures show what exists so far."
         )
-    if folder.baseline.exists():
-        try:
-            raw = run_folder.read_baseline(run_dir) or {}
-            data.baseline = {k: float(v) for k, v in raw.items() if is_retrieval_metric(k)}
-        except (OSError, ValueError, TypeError) as exc:
-            missing.append(f"baseline.json could not be read ({exc}).")
+    for attr, path, read in (("baseline", folder.baseline, run_folder.read_baseline),
+                             ("untrained", folder.untrained, run_folder.read_untrained)):  # fmt: skip
+        if path.exists():
+            try:
+                raw = read(run_dir) or {}
+                setattr(data, attr, {k: float(v) for k, v in raw.items() if is_retrieval_metric(k)})
+            except (OSError, ValueError, TypeError) as exc:
+                missing.append(f"{path.name} could not be read ({exc}).")
     emb = run_folder.embedding_files(run_dir)
     data.test_first = _load_npy(emb["test_first"], missing, "First-evaluation embeddings")
     data.test_last = _load_npy(emb["test_last"], missing, "Latest-evaluation embeddings")

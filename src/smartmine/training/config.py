@@ -238,6 +238,9 @@ class EvalConfig:
     """k-means of NMI: sklearn | faiss (much faster with thousands of classes; needs the faiss extra)."""
     raw_pixel_baseline: bool = False
     """Also evaluate the raw pixels of the test split (written to baseline.json)."""
+    untrained_baseline: bool = False
+    """Also evaluate the model before its first step (the pretrained backbone with its initial head) on the test
+    split (written to untrained.json): what fine-tuning has to beat. Costs one embedding pass of the test split."""
 
 
 @dataclass

@@ -181,6 +181,9 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main and cfg.eval.raw_pixel_baseline and not self.folder.baseline.exists():
             self._raw_pixel_baseline()
+        # Only before the first step: a resumed run's model is no longer the untrained one.
+        if cfg.eval.untrained_baseline and self.start_epoch == 1:
+            self._untrained_baseline()
         last_metrics: dict = dict(self.history[-1]) if self.history else {}
         for epoch in range(self.start_epoch, cfg.train.epochs + 1):
             row = self._train_epoch(epoch)
@@ -301,6 +304,19 @@ class Trainer:
                               f"(summed std {spread:.2e})", stacklevel=2)
         barrier(self.dist)
         return out
+
+    def _untrained_baseline(self) -> None:
+        """Test metrics of the model before its first step, to ``untrained.json`` (the main rank evaluates).
+
+        Touches no state that training depends on: every epoch reseeds its RNGs and ``_train_epoch`` puts the model
+        back in training mode, so a run with this option trains exactly as one without it.
+        """
+        if self.dist.is_main:
+            emb = self._embed(self.data.test, "embed test (untrained)")
+            metrics = self._metrics(emb, np.asarray(self.data.test.labels))
+            run_folder.write_untrained(self.run_dir, metrics)
+            self.log("untrained model: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        barrier(self.dist)
 
     def _raw_pixel_baseline(self) -> None:
         loader = DataLoader(self.data.test, batch_size=512, shuffle=False)
