@@ -36,6 +36,8 @@ import cub100_study  # noqa: E402  (run_one, machine, result files)
 import peers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+STUDY_RESULTS = REPO / "benchmarks" / "results" / "mining_study"
+"""The study's own results folder: the one whose curves are docs/mining_study_curves.png."""
 EPOCHS = 8
 WARMUP = 2
 METRICS = ("recall@1", "map@r", "nmi")
@@ -283,11 +285,18 @@ def plot(results_dir: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def default_plot_path(results_dir: Path) -> Path:
+    """Where the curves go without ``--plot``: the documented plot only for the study's own results folder."""
+    if results_dir.resolve() == STUDY_RESULTS.resolve():
+        return REPO / "docs" / "mining_study_curves.png"
+    return results_dir / "curves.png"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", nargs="*", help=f"subset of: {', '.join(CONFIGS)}")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "mining_study"))
+    ap.add_argument("--results-dir", default=str(STUDY_RESULTS))
     ap.add_argument("--runs-dir", default="/tmp/smartmine-mining-study")
     ap.add_argument("--holdout-classes", type=int, default=0,
                     help="training classes set aside, scored every epoch (best.pt on them); for smart_plan_guarded")
@@ -297,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="exploration: override a config key of every configuration run (needs --tag)")
     ap.add_argument("--tag", help="suffix of the configuration name in result files: NAME+TAG__seedS.json")
     ap.add_argument("--aggregate-only", action="store_true")
-    ap.add_argument("--plot", default=str(REPO / "docs" / "mining_study_curves.png"))
+    ap.add_argument("--plot", help="curves plot (default: docs/mining_study_curves.png for the study's own results "
+                    "folder, <results-dir>/curves.png for any other, so side runs never replace the documented plot)")
     args = ap.parse_args(argv)
     if args.set and not args.tag:
         ap.error("--set needs --tag, so that overridden runs never land in the plain configuration's files")
@@ -309,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         (results / "summary.md").write_text(text, encoding="utf-8")
     print(text)
     if results.exists() and any(results.glob("*__seed*.json")):
-        plot(results, Path(args.plot))
+        plot(results, Path(args.plot) if args.plot else default_plot_path(results))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float | str]]:
 # --------------------------------------------------------------------------- baseline.json / untrained.json
 def write_baseline(run_dir: str | Path, metrics: dict[str, float]) -> None:
     """Write ``baseline.json`` (raw-pixel test metrics)."""
-    atomic_write_bytes(RunFolder(run_dir).baseline, json.dumps(metrics, indent=2).encode())
+    _write_json(RunFolder(run_dir).baseline, metrics)
 
 
 def read_baseline(run_dir: str | Path) -> dict[str, Any] | None:
@@ -158,12 +158,16 @@ def read_baseline(run_dir: str | Path) -> dict[str, Any] | None:
 
 def write_untrained(run_dir: str | Path, metrics: dict[str, float]) -> None:
     """Write ``untrained.json`` (test metrics of the model before its first step)."""
-    atomic_write_bytes(RunFolder(run_dir).untrained, json.dumps(metrics, indent=2).encode())
+    _write_json(RunFolder(run_dir).untrained, metrics)
 
 
 def read_untrained(run_dir: str | Path) -> dict[str, Any] | None:
     """``untrained.json`` as written, or ``None`` when absent; ``OSError``/``ValueError`` when unreadable."""
     return _read_json(RunFolder(run_dir).untrained)
+
+
+def _write_json(path: Path, metrics: dict[str, float]) -> None:
+    atomic_write_bytes(path, json.dumps(metrics, indent=2).encode())
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

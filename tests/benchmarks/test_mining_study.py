@@ -67,3 +67,8 @@ def test_exploration_overrides_need_a_tag_and_nest_yaml_values(study):
         study._parse_sets(["mining.kappa_min"])
     with pytest.raises(SystemExit):  # argparse error: an override without a tag would overwrite the plain results
         study.main(["--configs", "random_global", "--set", "mining.kappa_min=0.5"])
+
+
+def test_side_runs_never_replace_the_documented_plot(study, tmp_path):
+    assert study.default_plot_path(study.STUDY_RESULTS) == study.REPO / "docs" / "mining_study_curves.png"
+    assert study.default_plot_path(tmp_path / "explore") == tmp_path / "explore" / "curves.png"
