@@ -51,14 +51,16 @@ def results_table(
     (each with the model's difference from it)."""
     keys = [k for k in METRIC_ORDER if k in model]
     keys += [k for k in model if k not in METRIC_ORDER and is_retrieval_metric(k)]
-    references = [(name, ref) for name, ref in (("raw pixels", baseline), ("untrained model", untrained)) if ref]
+    from smartmine.reference_columns import reference_columns
+
+    references = reference_columns(baseline, untrained)
     header = f"| metric (unseen classes) | {title} |"
-    for name, _ in references:
-        header += f" {name} | difference |" if len(references) == 1 else f" {name} | vs {name} |"
+    for name, _, difference in references:
+        header += f" {name} | {difference} |"
     lines = [header, "|---|---|" + "---|---|" * len(references)]
     for k in keys:
         line = f"| {k} | {model[k]:.3f} |"
-        for _, ref in references:
+        for _, ref, _ in references:
             b = ref.get(k)
             line += f" {b:.3f} | {model[k] - b:+.3f} |" if b is not None else " | |"
         lines.append(line)

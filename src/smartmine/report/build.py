@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from smartmine._atomic import atomic_write_bytes
+from smartmine.reference_columns import reference_columns
 from smartmine.report import curves, embedding_views, galleries
 from smartmine.report.figures import Plot
 from smartmine.report.html import ImageWriter, Section, Table, escape, render_page
@@ -134,10 +135,8 @@ def _final_table(run: RunData) -> Table | None:
     keys = sorted(final, key=metric_sort_key)
     header = ["metric (unseen classes)", "model"]
     rows = [[k, f"{final[k]:.3f}"] for k in keys]
-    for name, ref in (("raw pixels", run.baseline), ("untrained model", run.untrained)):
-        if not ref:
-            continue
-        header += [name, "difference" if not (run.baseline and run.untrained) else f"vs {name}"]
+    for name, ref, difference in reference_columns(run.baseline, run.untrained):
+        header += [name, difference]
         for row, k in zip(rows, keys, strict=True):
             b = ref.get(k)
             row += ["—", ""] if b is None else [f"{b:.3f}", f"{final[k] - b:+.3f}"]
