@@ -110,7 +110,8 @@ def test_spatial_order_is_a_permutation_and_windows_stay_in_range():
 def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
     """build_candidates + clear_sampled over disjoint row ranges (the parallel path) against the definition: each
     row's new (old) candidates are the S offers of smallest hash priority among its new (old) forward entries and the
-    reverse of everybody's new (old) entries that point to it; a forward new entry loses its flag iff sampled."""
+    reverse of everybody's new (old) entries that point to it, old ones only for rows that have new ones (the join
+    never reads the others); a forward new entry loses its flag iff sampled."""
     from smartmine.index import _knn_kernels as KK
 
     rng = np.random.default_rng(5)
@@ -119,6 +120,8 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
     nn_i[3, 4:] = -1  # padding is skipped
     nn_i[nn_i[:, 0], 1] = np.arange(n)  # many mutual pairs
     flags = ((rng.random((n, k)) < 0.5) & (nn_i >= 0)).astype(np.uint8)  # padding is never new
+    flags[7] = 0  # row 7 gets no new candidate (neither forward nor reverse), so no old ones either
+    flags[nn_i == 7] = 0
 
     # A mutual pair offers each end twice (forward and reverse): the heap keeps one copy.
     offers: dict[str, list[set]] = {"new": [set() for _ in range(n)], "old": [set() for _ in range(n)]}
@@ -131,7 +134,11 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
                 offers[kind][u].add(v)
 
     def sampled(kind: str, v: int) -> list:
+        if kind == "old" and not offers["new"][v]:
+            return []
         return sorted(sorted(offers[kind][v], key=lambda w: int(KK._priority(seed, v, w)))[:s])
+
+    assert not offers["new"][7] and offers["old"][7]  # the case is present
 
     for bounds in ([(0, n)], [(0, 17), (17, 18), (18, n)]):
         nn_new = flags.copy()

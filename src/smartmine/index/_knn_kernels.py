@@ -107,30 +107,35 @@ def build_candidates(nn_i, nn_new, seed, new_i, new_p, new_n, old_i, old_p, old_
     (``(N, S)`` ids and uint32 priorities, counts ``(N,)``) from the forward entries of those rows and the reverse
     of everybody's entries that point into them. Each call scans the whole table but writes only its own rows, and a
     row receives its offers in the same order whatever the split, so disjoint ranges may run in parallel and give the
-    sequential result. :func:`clear_sampled` must run after *all* ranges are done (it changes the flags read here)."""
+    sequential result. :func:`clear_sampled` must run after *all* ranges are done (it changes the flags read here).
+
+    A row without new candidates gets no old ones either (``old_n = 0``): the local join pairs a new candidate with
+    every other one, so such a row's old candidates would never be read. Late iterations, where few entries are new,
+    then skip most of the sampling (the heap offers, not the scan)."""
     n, k = nn_i.shape
     for v in range(row_lo, row_hi):
         new_n[v] = 0
         old_n[v] = 0
-    for v in range(n):
+    for v in range(n):  # the new candidates
         own_v = row_lo <= v < row_hi
         for j in range(k):
             u = nn_i[v, j]
-            if u < 0:
+            if u < 0 or not nn_new[v, j]:
                 continue
-            own_u = row_lo <= u < row_hi
-            if not (own_v or own_u):
+            if own_v:
+                _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
+            if row_lo <= u < row_hi:
+                _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
+    for v in range(n):  # the old candidates, of the rows that have new ones
+        use_v = row_lo <= v < row_hi and new_n[v] > 0
+        for j in range(k):
+            u = nn_i[v, j]
+            if u < 0 or nn_new[v, j]:
                 continue
-            if nn_new[v, j]:
-                if own_v:
-                    _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
-                if own_u:
-                    _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
-            else:
-                if own_v:
-                    _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
-                if own_u:
-                    _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
+            if use_v:
+                _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
+            if row_lo <= u < row_hi and new_n[u] > 0:
+                _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
     return 0
 
 
