@@ -14,6 +14,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from smartmine.reference_columns import reference_columns
+
 PRESET_DIR = "configs"
 
 METRIC_ORDER = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "precision@1", "nmi")
@@ -51,8 +53,6 @@ def results_table(
     (each with the model's difference from it)."""
     keys = [k for k in METRIC_ORDER if k in model]
     keys += [k for k in model if k not in METRIC_ORDER and is_retrieval_metric(k)]
-    from smartmine.reference_columns import reference_columns
-
     references = reference_columns(baseline, untrained)
     header = f"| metric (unseen classes) | {title} |"
     for name, _, difference in references:
