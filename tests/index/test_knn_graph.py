@@ -154,3 +154,67 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
             for j in range(k):
                 if flags[v, j]:
                     assert nn_new[v, j] == (0 if int(nn_i[v, j]) in sampled("new", v) else 1), (bounds, v, j)
+
+
+@pytest.mark.parametrize("min_new", [0, 10**6])
+def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new):
+    """Both paths of ``join_range`` (a table of listed pairs for points with many new candidates, a scan per pair
+    otherwise) against the rule restated in NumPy: every pair of a point's candidates with a new end, each way where
+    the distance is within the target's last entry and the other point is not in its list yet."""
+    from smartmine.index import _knn_kernels as KK
+
+    rng = np.random.default_rng(5)
+    n, dim, k, s = 80, 6, 7, 24
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    d_all = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    nn_i = np.empty((n, k), dtype=np.int32)
+    nn_d = np.empty((n, k), dtype=np.float32)
+    for p in range(n):  # k random other points per list, ascending
+        row = rng.choice(np.delete(np.arange(n), p), size=k, replace=False)
+        row = row[np.argsort(d_all[p, row])]
+        nn_i[p], nn_d[p] = row, d_all[p, row]
+    new_i = np.full((n, s), -1, dtype=np.int32)
+    old_i = np.full((n, s), -1, dtype=np.int32)
+    new_n = rng.integers(0, s + 1, size=n).astype(np.int32)
+    old_n = rng.integers(0, s + 1, size=n).astype(np.int32)
+    for u in range(n):
+        new_i[u, : new_n[u]] = rng.choice(n, size=new_n[u], replace=False)
+        old_i[u, : old_n[u]] = rng.choice(n, size=old_n[u], replace=False)  # may repeat new ones, and u itself
+    cap = 2 * n * (s * s + s * s) + 2
+    out_a, out_b = np.empty(cap, dtype=np.int32), np.empty(cap, dtype=np.int32)
+    out_d = np.empty(cap, dtype=np.float32)
+    m = KK.join_range(
+        x, nn_i, nn_d, new_i, new_n, old_i, old_n, 0, n, out_a, out_b, out_d,
+        np.full(n + 1, KK.NO_SLOT, dtype=np.uint8), np.empty(2 * s, dtype=np.int32),
+        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, 2 * s + 1), dtype=np.uint8),
+        np.empty(2 * s, dtype=np.float32), min_new,
+    )  # fmt: skip
+    got = set(zip(out_a[:m].tolist(), out_b[:m].tolist(), strict=True))
+    np.testing.assert_allclose(out_d[:m], d_all[out_a[:m], out_b[:m]], rtol=1e-5, atol=1e-6)
+    want = set()
+    for u in range(n):
+        new, old = new_i[u, : new_n[u]].tolist(), old_i[u, : old_n[u]].tolist()
+        pairs = [(a, b) for i, a in enumerate(new) for b in new[i + 1 :] + old if a != b]
+        for a, b in pairs:
+            for t, w in ((a, b), (b, a)):
+                if d_all[t, w] <= nn_d[t, k - 1] and w not in nn_i[t]:
+                    want.add((t, w))
+    assert want and got == want
+
+
+def test_both_local_join_paths_give_identical_lists(data, monkeypatch):
+    """The lists do not depend on which local-join path a point takes (cold and warm, list length above the switch)."""
+    from smartmine.index import _knn_kernels as KK
+
+    moved = np.ascontiguousarray(data + 0.05 * np.random.default_rng(1).normal(size=data.shape).astype(np.float32))
+    runs = []
+    for min_new in (0, 10**6):
+        monkeypatch.setattr(KK, "MATRIX_MIN_NEW", min_new)
+        cold = nn_descent(data, 40, seed=0, n_threads=2)
+        warm = nn_descent(moved, 40, init=cold.idx, seed=0, n_threads=2)
+        runs.append((cold, warm))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a.idx, b.idx)
+        np.testing.assert_array_equal(a.sq_dist, b.sq_dist)
+    assert recall(runs[0][1].idx, brute_neighbours(moved, 40)) >= 0.97
+    assert all(len(set(row)) == 40 for row in runs[0][1].idx.tolist()), "repeated neighbour"
