@@ -238,6 +238,18 @@ NO_SLOT = 255  # ``slot`` entry of a point that is not among the current point's
 MATRIX_MIN_NEW = 16  # fewest new candidates for which join_range reads the candidates' lists once instead of per pair
 
 
+@njit(inline="always", **_OPTS)
+def _take_slots(row, count, slot, ids, c):
+    """Give each of ``row[:count]`` not seen yet the next slot (``ids[slot] = id``); returns the slots used."""
+    for i in range(count):
+        w = row[i]
+        if slot[w] == NO_SLOT:
+            slot[w] = c
+            ids[c] = w
+            c += 1
+    return c
+
+
 @njit(**_OPTS)
 def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr):
     """:func:`join_range`'s local join of point ``u`` for many new candidates: the same updates as the per-pair path
@@ -248,20 +260,8 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
     Returns the new number of buffered updates."""
     n = x.shape[0]
     k = nn_d.shape[1]
-    c = 0
-    for i in range(new_n[u]):
-        w = new_i[u, i]
-        if slot[w] == NO_SLOT:
-            slot[w] = c
-            ids[c] = w
-            c += 1
-    c_new = c
-    for i in range(old_n[u]):
-        w = old_i[u, i]
-        if slot[w] == NO_SLOT:
-            slot[w] = c
-            ids[c] = w
-            c += 1
+    c_new = _take_slots(new_i[u], new_n[u], slot, ids, 0)
+    c = _take_slots(old_i[u], old_n[u], slot, ids, c_new)
     # listed[s, t] = 1: candidate t is in candidate s's list (column c collects every other listed point).
     for s in range(c):
         for t in range(c + 1):
