@@ -218,3 +218,32 @@ def test_both_local_join_paths_give_identical_lists(data, monkeypatch):
         np.testing.assert_array_equal(a.sq_dist, b.sq_dist)
     assert recall(runs[0][1].idx, brute_neighbours(moved, 40)) >= 0.97
     assert all(len(set(row)) == 40 for row in runs[0][1].idx.tolist()), "repeated neighbour"
+
+
+def test_initial_lists_are_the_nearest_candidates_in_distance_then_id_order():
+    """``init_range`` against NumPy: the ``K`` smallest ``(distance, id)`` of each row's distinct candidates (the point
+    itself, ``-1`` and repeats ignored), ties in distance from duplicated points broken by id, short rows padded."""
+    from smartmine.index import _knn_kernels as KK
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(20, 5)).astype(np.float32)
+    x = np.ascontiguousarray(base[rng.integers(0, 20, size=60)])  # many exact duplicates: distance ties
+    n, k, c = 60, 9, 14
+    init = rng.integers(-1, n, size=(n, c)).astype(np.int32)
+    init[3, :] = -1  # a row without candidates
+    init[4, :] = [4, 7, 7, -1] + [4] * (c - 4)  # itself and one repeated candidate
+    nn_i = np.empty((n, k), dtype=np.int32)
+    nn_d = np.empty((n, k), dtype=np.float32)
+    nn_new = np.empty((n, k), dtype=np.uint8)
+    seen = np.full(n, -1, dtype=np.int64)
+    KK.init_range(x, init, 0, n, nn_i, nn_d, nn_new, seen, 0, np.empty(c, np.int32), np.empty(c, np.float32))
+    d_all = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    for p in range(n):
+        cand = np.unique(init[p][(init[p] >= 0) & (init[p] != p)])
+        order = np.lexsort((cand, d_all[p, cand]))[:k]
+        m = order.size
+        assert nn_i[p, :m].tolist() == cand[order].tolist(), p
+        np.testing.assert_allclose(nn_d[p, :m], d_all[p, cand[order]], rtol=1e-5, atol=1e-6)
+        assert (nn_i[p, m:] == -1).all() and np.isinf(nn_d[p, m:]).all()
+        assert nn_new[p, :m].all() and not nn_new[p, m:].any()
+    assert (nn_i[3] == -1).all() and nn_i[4, 0] == 7 and (nn_i[4, 1:] == -1).all()

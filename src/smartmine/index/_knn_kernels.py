@@ -354,23 +354,50 @@ def apply_range(nn_i, nn_d, nn_new, upd_a, upd_b, upd_d, counts, row_lo, row_hi)
 
 
 @njit(**_OPTS)
-def init_range(x, init_i, lo, hi, nn_i, nn_d, nn_new, seen, stamp0):
+def init_range(x, init_i, lo, hi, nn_i, nn_d, nn_new, seen, stamp0, buf_i, buf_d):
     """Rows ``lo .. hi-1`` of the lists from candidate ids ``init_i`` (``(N, C)``, ``-1`` entries and repeats
-    ignored, the point itself too): distances computed, the ``K`` nearest kept ascending, all flagged new; rows with
-    fewer than ``K`` distinct candidates stay padded (``-1`` / ``inf``)."""
+    ignored, the point itself too): distances computed, the ``K`` nearest kept in ascending ``(distance, id)`` order,
+    all flagged new; rows with fewer than ``K`` distinct candidates stay padded (``-1`` / ``inf``). Scratch: ``seen``
+    ``(N,)`` int64 stamps, ``buf_i`` / ``buf_d`` ``(C,)``.
+
+    The distinct candidates are sorted once (``O(C log C)`` per row): inserting them one by one into the sorted row
+    shifted ``O(K)`` entries each, which made re-ranking last epoch's lists (C = K = 128) cost more than their
+    distances. The rows are the same as :func:`_insert` would give: the ``K`` smallest ``(distance, id)``."""
     k = nn_i.shape[1]
     for p in range(lo, hi):
-        for j in range(k):
-            nn_i[p, j] = -1
-            nn_d[p, j] = np.inf
-            nn_new[p, j] = 0
         st = stamp0 + p
         seen[p] = st
+        c = 0
         for j in range(init_i.shape[1]):
             w = init_i[p, j]
             if w >= 0 and seen[w] != st:
                 seen[w] = st
-                _insert(nn_i, nn_d, nn_new, p, w, _pair(x, p, w))
+                buf_i[c] = w
+                buf_d[c] = _pair(x, p, w)
+                c += 1
+        order = np.argsort(buf_d[:c])
+        m = min(c, k)
+        j = 0
+        while j < m:  # ties in distance go by id, as in _insert (a run of equal distances may cross the cut)
+            e = j + 1
+            while e < c and buf_d[order[e]] == buf_d[order[j]]:
+                e += 1
+            for a in range(j + 1, e):
+                b = a
+                while b > j and buf_i[order[b - 1]] > buf_i[order[b]]:
+                    t = order[b]
+                    order[b] = order[b - 1]
+                    order[b - 1] = t
+                    b -= 1
+            j = e
+        for j in range(m):
+            nn_i[p, j] = buf_i[order[j]]
+            nn_d[p, j] = buf_d[order[j]]
+            nn_new[p, j] = 1
+        for j in range(m, k):
+            nn_i[p, j] = -1
+            nn_d[p, j] = np.inf
+            nn_new[p, j] = 0
     return 0
 
 

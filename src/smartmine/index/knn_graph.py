@@ -145,7 +145,11 @@ def nn_descent(
     def scratch() -> np.ndarray:
         return np.full(n, -1, dtype=np.int64)
 
-    run_rows(n, threads, scratch, lambda lo, hi, s: KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, s, 0))
+    def init_rows(lo: int, hi: int, seen: np.ndarray) -> int:
+        buf_i, buf_d = np.empty(cand.shape[1], dtype=np.int32), np.empty(cand.shape[1], dtype=np.float32)
+        return KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, seen, 0, buf_i, buf_d)
+
+    run_rows(n, threads, scratch, init_rows)
     if init is not None and rejoin_shift is not None:
         if rejoin_shift < 0:
             raise ValueError(f"rejoin_shift: expected >= 0 or None, got {rejoin_shift}")
