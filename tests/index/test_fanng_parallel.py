@@ -93,13 +93,54 @@ def test_independent_of_thread_count(data):
 
 @pytest.mark.parametrize("rejoin_shift", [None, 1])
 def test_warm_start_keeps_invariants_and_recall(data, rejoin_shift):
-    index = FanngIndex(seed=0, knn_k=16, warm_rejoin_shift=rejoin_shift).build(data)
+    # warm_accept_recall above 1: NN-descent runs whatever the drift (re-ranking alone is tested below).
+    index = FanngIndex(seed=0, knn_k=16, warm_rejoin_shift=rejoin_shift, warm_accept_recall=2.0).build(data)
     moved = data + 0.03 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
     index.update(moved)
     assert index.stats_["warm_start"] == 1.0 and index.stats_["drift_recall"] >= 0.3
+    assert index.stats_["warm_joined"] == 1.0 and index.stats_["knn_iterations"] >= 1
     assert_fanng_invariants(index)
     np.testing.assert_array_equal(index.vertex_vectors()[index.vertex_of], moved)  # the new vectors are indexed
     assert recall(index.neighbours(16)[1], brute_neighbours(moved, 16)) >= 0.97
+
+
+def test_warm_start_within_the_accepted_drift_re_ranks_the_reserve(data):
+    """With a reserve, a small drift keeps last epoch's lists, re-ranked under the new points (no local join): every
+    row holds the same points as before, ascending in the new distances, and its first knn_k entries are the true
+    neighbours wherever the reserve held them."""
+    index = FanngIndex(seed=0, knn_k=16, warm_reserve=16).build(data)
+    prev = index.warm_lists()
+    assert prev.shape == (1200, 32) and (prev >= 0).all()
+    assert recall(index.neighbours(16)[1], brute_neighbours(data, 16)) >= 0.99
+    moved = data + 0.03 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
+    index.update(moved)
+    s = index.stats_
+    assert s["warm_start"] == 1.0 and s["warm_joined"] == 0.0 and s["knn_iterations"] == 0.0
+    assert s["drift_recall"] >= index.warm_accept_recall
+    lists = index.warm_lists()
+    assert all(set(a) == set(b) for a, b in zip(lists.tolist(), prev.tolist(), strict=True))
+    d = ((moved[:, None, :].astype(np.float64) - moved[lists]) ** 2).sum(-1)
+    assert np.all(np.diff(d, axis=1) >= -1e-4 * d[:, 1:])
+    truth = brute_neighbours(moved, 16)
+    held = np.array([np.isin(t, p).mean() for t, p in zip(truth, prev, strict=True)])
+    found = np.array([np.isin(t, f).mean() for t, f in zip(truth, lists[:, :16], strict=True)])
+    np.testing.assert_allclose(found, held)  # re-ranked, every held true neighbour is among the first knn_k
+    assert_fanng_invariants(index)  # the graph (from the first knn_k entries) is still a FANNG graph
+
+
+def test_warm_start_beyond_the_accepted_drift_runs_nn_descent(data):
+    index = FanngIndex(seed=0, knn_k=16, warm_reserve=16).build(data)
+    moved = data + 0.3 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
+    index.update(moved)
+    s = index.stats_
+    assert s["warm_start"] == 1.0 and s["warm_joined"] == 1.0 and s["knn_iterations"] >= 1
+    assert 0.3 <= s["drift_recall"] < index.warm_accept_recall
+    assert index.warm_lists().shape == (1200, 32)
+    assert recall(index.neighbours(16)[1], brute_neighbours(moved, 16)) >= 0.97
+    # Lists shorter than knn_k + warm_reserve (saved before a reserve was set) cannot be re-ranked into full ones.
+    short = FanngIndex(seed=0, knn_k=16).build(data).warm_lists()
+    widened = FanngIndex(seed=0, knn_k=16, warm_reserve=16).build_warm(moved, short)
+    assert widened.stats_["warm_joined"] == 1.0 and widened.warm_lists().shape == (1200, 32)
 
 
 def test_warm_start_of_other_points_is_refused_or_cold(data):
@@ -190,6 +231,10 @@ def test_bad_construction_options():
         FanngIndex(knn_k=0)
     with pytest.raises(ValueError, match="warm_min_recall"):
         FanngIndex(warm_min_recall=0.0)
+    with pytest.raises(ValueError, match="warm_reserve"):
+        FanngIndex(warm_reserve=-1)
+    with pytest.raises(ValueError, match="warm_accept_recall"):
+        FanngIndex(warm_accept_recall=float("nan"))
 
 
 def test_threads_searching_a_fresh_index_wait_for_the_lazy_graph(monkeypatch):

@@ -145,6 +145,17 @@ class FanngIndex(NeighbourIndex):
         warm_rejoin_shift: a warm start's first NN-descent join takes as new only the list entries that are new or
             moved more than this many ranks since the previous lists (``nn_descent``'s ``rejoin_shift``). Default
             ``None``: every entry, as in a cold build.
+        warm_reserve: extra entries per NN-descent list beyond ``knn_k`` (default 0), kept for warm starts: a warm
+            start first re-ranks the previous ``knn_k + warm_reserve`` entries under the new points, which brings
+            back the neighbours that moved in from just beyond rank ``knn_k`` without any local join. Costs a longer
+            cold build (NN-descent lists of ``knn_k + warm_reserve``); the graph is built from the first ``knn_k``.
+            At 100k × 64, k = 64, a 10 % drift: re-ranking 128-entry lists gave recall@64 0.995 against 0.976 for
+            NN-descent from 64-entry lists (docs/BENCHMARKS.md, session 15). ``SmartMiner`` sets it to its ``k``.
+        warm_accept_recall: a warm start keeps the previous lists re-ranked under the new points, without any
+            NN-descent join, when the drift check finds that they still hold at least this fraction of the true
+            ``knn_k`` nearest neighbours (default 0.98; re-ranked, exactly those make up the first ``knn_k``
+            entries); otherwise NN-descent iterations start from them as before. ``stats_["warm_joined"]`` says which.
+            Above 1 (e.g. 2.0): always run NN-descent.
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -174,6 +185,8 @@ class FanngIndex(NeighbourIndex):
         warm_check_points: int = 256,
         warm_pairs: bool = False,
         warm_rejoin_shift: int | None = None,
+        warm_reserve: int = 0,
+        warm_accept_recall: float = 0.98,
     ) -> None:
         super().__init__()
         if construction not in CONSTRUCTIONS:
@@ -187,7 +200,11 @@ class FanngIndex(NeighbourIndex):
         self.warm_rejoin_shift = None if warm_rejoin_shift is None else _check_nonneg_int(
             warm_rejoin_shift, "warm_rejoin_shift"
         )
-        self._knn_i: np.ndarray | None = None  # (V, knn_k) vertex lists of construction="nn_descent"
+        self.warm_reserve = _check_nonneg_int(warm_reserve, "warm_reserve")
+        if not isinstance(warm_accept_recall, (int, float)) or not warm_accept_recall >= 0:
+            raise ValueError(f"warm_accept_recall: expected a number >= 0, got {warm_accept_recall!r}")
+        self.warm_accept_recall = float(warm_accept_recall)
+        self._knn_i: np.ndarray | None = None  # (V, knn_k + warm_reserve) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
         self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
         self._graph_in_progress = False  # set while the lazy build runs (its own calls must not start it again)
@@ -308,11 +325,22 @@ class FanngIndex(NeighbourIndex):
         t1 = time.perf_counter()
         if self.construction == "nn_descent" and nv > 1:
             cand = None if init is None else self._vertex_candidates(init, vertex_of, nv)
-            lists = nn_descent(
-                xv, min(self.knn_k, nv - 1), init=cand, seed=self.seed, n_threads=self._threads(),
-                order=np.arange(nv), max_iters=self.knn_iters,
-                rejoin_shift=None if cand is None else self.warm_rejoin_shift,
-            )  # fmt: skip
+            width = min(self.knn_k + self.warm_reserve, nv - 1)
+            # A warm start whose previous lists still hold warm_accept_recall of the true knn_k nearest neighbours
+            # (the drift check) keeps them re-ranked: a true neighbour held anywhere in a list ranks among its first
+            # knn_k once re-ranked, so their recall@knn_k is the drift check's. Only lists at least as long as this
+            # build's qualify (a reserve added since falls through to NN-descent, which fills it).
+            drift = (warm_stats or {}).get("drift_recall", 0.0)
+            rerank = cand is not None and cand.shape[1] >= width and drift >= self.warm_accept_recall
+            if cand is not None and warm_stats is not None:
+                warm_stats["warm_joined"] = 0.0 if rerank else 1.0
+            if rerank:
+                lists = nn_descent(xv, width, init=cand, n_threads=self._threads(), order=np.arange(nv), max_iters=0)
+            else:
+                lists = nn_descent(
+                    xv, width, init=cand, seed=self.seed, n_threads=self._threads(), order=np.arange(nv),
+                    max_iters=self.knn_iters, rejoin_shift=None if cand is None else self.warm_rejoin_shift,
+                )  # fmt: skip
             knn_stats = lists.stats
             t_knn = time.perf_counter() - t1
             # The graph is built when first needed (search or inspection): mining needs only the lists.
@@ -371,7 +399,9 @@ class FanngIndex(NeighbourIndex):
         t1 = time.perf_counter()
         if lists is not None:
             t_knn = 0.0
-            nbr, lens, deg = knn_prune_graph(xv, lists.idx, lists.sq_dist, cap, self._threads(), prev)
+            # The graph's candidates are the first knn_k entries: a warm_reserve serves warm starts only.
+            gw = lists.idx.shape[1] if not self.warm_reserve else min(self.knn_k, lists.idx.shape[1])
+            nbr, lens, deg = knn_prune_graph(xv, lists.idx[:, :gw], lists.sq_dist[:, :gw], cap, self._threads(), prev)
             # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate (a warm
             # start measures the rate on one window of pairs only, unless warm_pairs).
             target = self.target_success if not warm or self.warm_pairs else 0.0
@@ -727,7 +757,7 @@ class FanngIndex(NeighbourIndex):
         """Drift check of ``prev`` (per-point ids) under the new points ``t``, then a warm or a cold construction."""
         t0 = time.perf_counter()
         pts = to_numpy_f32(t, "x")
-        drift = _list_recall(pts, prev, self.warm_check_points, self.seed)
+        drift = _list_recall(pts, prev, min(self.knn_k, pts.shape[0] - 1), self.warm_check_points, self.seed)
         check = {"drift_recall": drift, "seconds_drift_check": time.perf_counter() - t0}
         if drift < self.warm_min_recall:
             self._construct(pts, init=None, warm_stats=check)
@@ -736,10 +766,10 @@ class FanngIndex(NeighbourIndex):
         return self
 
 
-def _list_recall(x: np.ndarray, lists: np.ndarray, n_sample: int, seed: int) -> float:
-    """Fraction of the true ``K`` nearest other points (``K = lists.shape[1]``) that the lists hold, over ``n_sample``
-    random points; exact search by NumPy matrix products (``n_sample x N``)."""
-    n, k = lists.shape
+def _list_recall(x: np.ndarray, lists: np.ndarray, k: int, n_sample: int, seed: int) -> float:
+    """Fraction of the true ``k`` nearest other points that the lists (``(N, L)`` point ids, any ``L``) hold, over
+    ``n_sample`` random points; exact search by NumPy matrix products (``n_sample x N``)."""
+    n = lists.shape[0]
     rows = np.random.default_rng(seed).choice(n, size=min(n_sample, n), replace=False)
     q = x[rows].astype(np.float32)
     d = (x * x).sum(axis=1)[None, :] - 2.0 * (q @ x.T)
