@@ -12,8 +12,10 @@ find), then times
 
 ``fanng-warm`` is a warm-started epoch: a FANNG index built on the points, which then move by Gaussian noise of std
 ``--warm-drift`` per coordinate (one epoch of training, 10 % of the within-class spread by default); its "build" is
-``index.update(moved)`` and recall is measured on the moved points. ``FanngIndex`` runs with ``knn_k = k``, so its
-construction's k-NN lists are the mining lists;
+``index.update(moved)`` and recall is measured on the moved points (``cold_recall`` in its JSON line: the lists of
+the cold build before the move; ``--warm-reserve`` / ``--warm-accept`` set ``FanngIndex``'s ``warm_reserve`` /
+``warm_accept_recall``). ``FanngIndex`` runs with ``knn_k = k``, so its construction's k-NN lists are the mining
+lists;
 
 and reports each time, the selection's share of the total, recall@k of the neighbour lists on 1,000 sampled points
 (against exact search) and the subprocess's peak resident memory (``ru_maxrss``, includes the interpreter, torch and
@@ -69,6 +71,7 @@ def make_index(method: str, args: argparse.Namespace):
         return FanngIndex(
             search_budget=args.fanng_budget, knn_k=args.k, n_threads=args.threads, seed=0,
             warm_rejoin_shift=None if args.rejoin_shift < 0 else args.rejoin_shift,
+            warm_reserve=args.warm_reserve, warm_accept_recall=args.warm_accept,
         )  # fmt: skip
     from smartmine.index.faiss_index import FaissIndex
 
@@ -117,6 +120,7 @@ def worker(method: str, n: int, args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         index.build(x)
         out["cold_build_s"] = time.perf_counter() - t
+        out["cold_recall"] = sampled_recall(x, index.neighbours(args.k)[1], args.k)
         x = x + args.warm_drift * np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
     t = time.perf_counter()
     index.update(x) if method == "fanng-warm" else index.build(x)
@@ -124,6 +128,7 @@ def worker(method: str, n: int, args: argparse.Namespace) -> dict:
     if method == "fanng-warm":
         out["warm_start"] = index.stats_["warm_start"]
         out["drift_recall"] = index.stats_["drift_recall"]
+        out["warm_joined"] = index.stats_.get("warm_joined")
     t = time.perf_counter()
     d, i = index.neighbours(args.k)
     out["knn_s"] = time.perf_counter() - t
@@ -171,6 +176,12 @@ def main() -> None:
     p.add_argument(
         "--rejoin-shift", type=int, default=-1, help="fanng-warm: FanngIndex warm_rejoin_shift (-1: None, every entry)"
     )
+    p.add_argument(
+        "--warm-reserve", type=int, default=0, help="FanngIndex warm_reserve: extra list entries kept for warm starts"
+    )
+    p.add_argument(
+        "--warm-accept", type=float, default=0.98, help="FanngIndex warm_accept_recall (above 1: always NN-descent)"
+    )
     p.add_argument("--time-limit", type=float, default=300.0, help="skip cells predicted to take longer (seconds)")
     p.add_argument("--epoch-seconds", type=float, default=30.0, help="assumed epoch time at CUB size (seconds)")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
@@ -185,6 +196,7 @@ def main() -> None:
         "--kappa", str(args.kappa), "--threads", str(args.threads), "--device", args.device,
         "--fanng-budget", str(args.fanng_budget), "--faiss-ef", str(args.faiss_ef),
         "--warm-drift", str(args.warm_drift), "--rejoin-shift", str(args.rejoin_shift),
+        "--warm-reserve", str(args.warm_reserve), "--warm-accept", str(args.warm_accept),
     ]  # fmt: skip
     if args.quick:
         args.sizes = [10_000, 50_000]

@@ -124,7 +124,10 @@ def nn_descent(
         raise ValueError(f"k: expected 1 <= k < {n} (the number of points), got {k}")
     threads = n_threads if n_threads is not None else numba.get_num_threads()
     perm = spatial_order(x, seed) if order is None else np.asarray(order, dtype=np.int64)
-    xs = np.ascontiguousarray(x[perm])
+    # The identity order (FanngIndex's, whose vertices are already in tree order) needs no renumbering: at 100k
+    # points and 128 candidates each, the copies of ids through the permutation took longer than the re-ranking.
+    identity = bool(np.array_equal(perm, np.arange(n)))
+    xs = np.ascontiguousarray(x) if identity else np.ascontiguousarray(x[perm])
     pos = np.empty(n, dtype=np.int64)
     pos[perm] = np.arange(n)
     if init is None:
@@ -136,8 +139,11 @@ def nn_descent(
         if init.size and (init.max() >= n or init.min() < -1):
             raise ValueError(f"init: candidate ids must lie in [-1, {n - 1}]")
         # Rows follow the processing order, ids too.
-        rows = init[perm]
-        cand = np.where(rows >= 0, pos[np.maximum(rows, 0)], -1).astype(np.int32)
+        if identity:
+            cand = init.astype(np.int32)
+        else:
+            rows = init[perm]
+            cand = np.where(rows >= 0, pos[np.maximum(rows, 0)], -1).astype(np.int32)
     nn_i = np.empty((n, k), dtype=np.int32)
     nn_d = np.empty((n, k), dtype=np.float32)
     nn_new = np.empty((n, k), dtype=np.uint8)
@@ -217,11 +223,13 @@ def nn_descent(
         history.append(updates)
         if updates <= delta * n * k:
             break
-    out_i = np.empty((n, k), dtype=np.int64)
-    out_d = np.empty((n, k), dtype=np.float32)
-    valid = nn_i >= 0
-    out_i[perm] = np.where(valid, perm[np.maximum(nn_i, 0)], -1)
-    out_d[perm] = nn_d
+    if identity:
+        out_i, out_d = nn_i.astype(np.int64), nn_d
+    else:
+        out_i = np.empty((n, k), dtype=np.int64)
+        out_d = np.empty((n, k), dtype=np.float32)
+        out_i[perm] = np.where(nn_i >= 0, perm[np.maximum(nn_i, 0)], -1)
+        out_d[perm] = nn_d
     stats = {
         "iterations": float(len(history)),
         "updates_last": float(history[-1]) if history else 0.0,
