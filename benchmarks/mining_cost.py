@@ -11,11 +11,12 @@ find), then times
 3. ``smartmine.smart.selection.select_triplets`` on those lists (κ = ``--kappa``, strict selection),
 
 ``fanng-warm`` is a warm-started epoch: a FANNG index built on the points, which then move by Gaussian noise of std
-``--warm-drift`` per coordinate (one epoch of training, 10 % of the within-class spread by default); its "build" is
-``index.update(moved)`` and recall is measured on the moved points (``cold_recall`` in its JSON line: the lists of
-the cold build before the move; ``--warm-reserve`` / ``--warm-accept`` set ``FanngIndex``'s ``warm_reserve`` /
-``warm_accept_recall``). ``FanngIndex`` runs with ``knn_k = k``, so its construction's k-NN lists are the mining
-lists;
+``--warm-drift`` per coordinate (10 % of the within-class spread by default, milder than a training epoch: 0.3 gives
+the drift check's share of 0.71-0.76 that the stored training runs record, docs/BENCHMARKS.md session 15); its
+"build" is ``index.update(moved)`` and recall is measured on the moved points (``cold_recall`` in its JSON line: the
+lists of the cold build before the move; ``--warm-reserve`` / ``--warm-accept`` set ``FanngIndex``'s
+``warm_reserve`` / ``warm_accept_recall``). ``FanngIndex`` runs with ``knn_k = k``, so its construction's k-NN lists
+are the mining lists;
 
 and reports each time, the selection's share of the total, recall@k of the neighbour lists on 1,000 sampled points
 (against exact search) and the subprocess's peak resident memory (``ru_maxrss``, includes the interpreter, torch and

@@ -134,13 +134,13 @@ def test_auto_index_picks_exact_up_to_the_threshold_and_on_a_gpu() -> None:
     from smartmine.training.builders import AUTO_EXACT_MAX_POINTS, index_factory, resolve_index
 
     cfg = config_from_dict({})
-    assert cfg.mining.index == "auto" and AUTO_EXACT_MAX_POINTS == 80_000
+    assert cfg.mining.index == "auto" and AUTO_EXACT_MAX_POINTS == 200_000
     cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-    assert resolve_index(cfg, cpu, 80_000) == "exact"
-    assert resolve_index(cfg, cpu, 80_001) == "fanng"
+    assert resolve_index(cfg, cpu, 200_000) == "exact"
+    assert resolve_index(cfg, cpu, 200_001) == "fanng"
     assert resolve_index(cfg, gpu, 5_000_000) == "exact"
     assert isinstance(index_factory(cfg, cpu, 4_080)(), ExactIndex)
-    fanng = index_factory(cfg, cpu, 100_000)()
+    fanng = index_factory(cfg, cpu, 250_000)()
     assert isinstance(fanng, FanngIndex) and fanng.seed == cfg.seed
     # A named index is used whatever the size.
     assert resolve_index(config_from_dict({"mining": {"index": "fanng"}}), cpu, 10) == "fanng"

@@ -150,7 +150,8 @@ class FanngIndex(NeighbourIndex):
             back the neighbours that moved in from just beyond rank ``knn_k`` without any local join. Costs a longer
             cold build (NN-descent lists of ``knn_k + warm_reserve``); the graph is built from the first ``knn_k``.
             At 100k × 64, k = 64, a 10 % drift: re-ranking 128-entry lists gave recall@64 0.995 against 0.976 for
-            NN-descent from 64-entry lists (docs/BENCHMARKS.md, session 15). ``SmartMiner`` sets it to its ``k``.
+            NN-descent from 64-entry lists, in 18-20 % of a cold build's time (docs/BENCHMARKS.md, session 15). A
+            training epoch usually moves embeddings further than a reserve covers, so ``SmartMiner`` leaves it at 0.
         warm_accept_recall: a warm start keeps the previous lists re-ranked under the new points, without any
             NN-descent join, when the drift check finds that they still hold at least this fraction of the true
             ``knn_k`` nearest neighbours (default 0.98; re-ranked, exactly those make up the first ``knn_k``

@@ -199,12 +199,15 @@ def build_batch_miner_factory(cfg: RunConfig):
     return None if name == "none" else functools.partial(MINERS.get(name), cfg.mining)
 
 
-AUTO_EXACT_MAX_POINTS = 80_000
+AUTO_EXACT_MAX_POINTS = 200_000
 """``mining.index: auto`` mines with exact search up to this many training points on a CPU, with FANNG above. On this
-project's 2-core CPU (64-d, k = 64, overlapping classes) exact search took 6.8 s at 60k against 8.9 s for a
-warm-started FANNG epoch and 16.5 s for a cold one, and 16.9 s at 100k against 13.1 s warm and 29.8 s cold: warm
-epochs catch up at about 77k, and every run also has one cold epoch (docs/BENCHMARKS.md, "Which index mines
-fastest"). On a GPU exact search is one matrix product per chunk of queries, so ``auto`` always picks it there."""
+project's 2-core CPU (64-d, k = 64, overlapping classes), with the points moved between epochs as far as a training
+epoch moves embeddings (the drift check's share 0.71-0.76, as in the stored training runs), exact search took 10.2 s
+at 100k, 21.3 s at 150k and 38.1 s at 200k, against 13.5 / 24.4 / 35.1 s for a warm-started FANNG epoch at recall
+0.960 / 0.946 / 0.937 and 21 / 40 / 66 s for the cold first one: over ten mined epochs the two break even at 200k,
+where exact search still gives the true lists (docs/BENCHMARKS.md, "Session 15: which index mines fastest, again").
+Session 8 had set 80k from a milder drift. On a GPU exact search is one matrix product per chunk of queries, so
+``auto`` always picks it there."""
 
 
 def resolve_index(cfg: RunConfig, device: torch.device, n_points: int | None) -> str:

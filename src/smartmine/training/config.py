@@ -124,7 +124,7 @@ class MiningConfig:
     max_triplets: int | None = None
     """Cap on triplets per batch for in-batch miners (None: no cap)."""
     index: str = "auto"
-    """Neighbour index of smart mining: auto (default: exact search up to 80,000 training points on the CPU, and on a
+    """Neighbour index of smart mining: auto (default: exact search up to 200,000 training points on the CPU, and on a
     GPU at any size; FANNG above) | exact | fanng | faiss. The presets name ``fanng`` (the paper's system)."""
     index_options: dict = field(default_factory=dict)
     """Keyword arguments of the index, e.g. ``{search_budget: 1024, max_degree: 40}`` for fanng or
