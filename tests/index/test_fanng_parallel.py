@@ -50,6 +50,7 @@ def index(data) -> FanngIndex:
 
 def test_parallel_construction_keeps_fanng_invariants(index):
     assert index.construction == "nn_descent" and index.stats_["knn_iterations"] >= 1
+    assert index.stats_["knn_candidates"] == 16
     assert_fanng_invariants(index)
 
 
@@ -99,6 +100,7 @@ def test_warm_start_keeps_invariants_and_recall(data, rejoin_shift):
     index.update(moved)
     assert index.stats_["warm_start"] == 1.0 and index.stats_["drift_recall"] >= 0.3
     assert index.stats_["warm_joined"] == 1.0 and index.stats_["knn_iterations"] >= 1
+    assert index.stats_["knn_candidates"] == 32  # a warm start samples twice a cold build's min(knn_k, 64)
     assert_fanng_invariants(index)
     np.testing.assert_array_equal(index.vertex_vectors()[index.vertex_of], moved)  # the new vectors are indexed
     assert recall(index.neighbours(16)[1], brute_neighbours(moved, 16)) >= 0.97
@@ -233,6 +235,8 @@ def test_bad_construction_options():
         FanngIndex(warm_min_recall=0.0)
     with pytest.raises(ValueError, match="warm_reserve"):
         FanngIndex(warm_reserve=-1)
+    with pytest.raises(ValueError, match="warm_candidates"):
+        FanngIndex(warm_candidates=0)
     with pytest.raises(ValueError, match="warm_accept_recall"):
         FanngIndex(warm_accept_recall=float("nan"))
 

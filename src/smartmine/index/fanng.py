@@ -157,6 +157,12 @@ class FanngIndex(NeighbourIndex):
             ``knn_k`` nearest neighbours (default 0.98; re-ranked, exactly those make up the first ``knn_k``
             entries); otherwise NN-descent iterations start from them as before. ``stats_["warm_joined"]`` says which.
             Above 1 (e.g. 2.0): always run NN-descent.
+        warm_candidates: candidates sampled per point and iteration by a warm start's NN-descent (``nn_descent``'s
+            ``max_candidates``). Default ``None``: ``min(2 * L, 128)`` for lists of ``L`` entries, twice a cold
+            build's ``min(L, 64)``. Starting from stale lists, the cold build's sample converged to worse lists than a
+            cold build: at 100k × 64, k = 64, after a drift as large as a training epoch's, 64 candidates gave
+            recall@64 0.960 in 10.7-11.1 s, 128 gave 0.975 in 11.9 s (cold build: 0.974-0.978 in 20-21 s); after
+            the benchmark's milder drift 0.976 in 7.8-8.4 s against 0.981 in 9.6 s (docs/BENCHMARKS.md, session 15).
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -188,6 +194,7 @@ class FanngIndex(NeighbourIndex):
         warm_rejoin_shift: int | None = None,
         warm_reserve: int = 0,
         warm_accept_recall: float = 0.98,
+        warm_candidates: int | None = None,
     ) -> None:
         super().__init__()
         if construction not in CONSTRUCTIONS:
@@ -205,6 +212,9 @@ class FanngIndex(NeighbourIndex):
         if not isinstance(warm_accept_recall, (int, float)) or not warm_accept_recall >= 0:
             raise ValueError(f"warm_accept_recall: expected a number >= 0, got {warm_accept_recall!r}")
         self.warm_accept_recall = float(warm_accept_recall)
+        self.warm_candidates = None if warm_candidates is None else check_positive_int(
+            warm_candidates, "warm_candidates"
+        )
         self._knn_i: np.ndarray | None = None  # (V, knn_k + warm_reserve) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
         self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
@@ -338,9 +348,13 @@ class FanngIndex(NeighbourIndex):
             if rerank:
                 lists = nn_descent(xv, width, init=cand, n_threads=self._threads(), order=np.arange(nv), max_iters=0)
             else:
+                sample = None  # a cold build: nn_descent's min(width, 64)
+                if cand is not None:
+                    sample = self.warm_candidates if self.warm_candidates is not None else min(2 * width, 128)
                 lists = nn_descent(
                     xv, width, init=cand, seed=self.seed, n_threads=self._threads(), order=np.arange(nv),
                     max_iters=self.knn_iters, rejoin_shift=None if cand is None else self.warm_rejoin_shift,
+                    max_candidates=sample,
                 )  # fmt: skip
             knn_stats = lists.stats
             t_knn = time.perf_counter() - t1
@@ -351,6 +365,7 @@ class FanngIndex(NeighbourIndex):
             self._pending = (xv, vertex_of, start, prev, init is not None)
             self.stats_ = {
                 "n_points": float(n), "n_vertices": float(nv), "knn_iterations": float(knn_stats["iterations"]),
+                "knn_candidates": float(knn_stats.get("candidates", 0.0)),
                 "warm_start": 0.0, "seconds_prepare": t_prep, "seconds_knn": t_knn,
                 **(warm_stats or {}),
             }  # fmt: skip

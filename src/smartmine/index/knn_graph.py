@@ -232,6 +232,7 @@ def nn_descent(
         out_d[perm] = nn_d
     stats = {
         "iterations": float(len(history)),
+        "candidates": float(s_cap),
         "updates_last": float(history[-1]) if history else 0.0,
         "history": history,
         "seconds_init": t_init,
