@@ -323,10 +323,12 @@ class FanngIndex(NeighbourIndex):
         init: np.ndarray | None,
         warm_stats: dict | None = None,
         init_edges: np.ndarray | None = None,
+        rerank_ok: bool = False,
     ) -> None:
         """Build the graph over ``pts`` (``(N, D)`` float32). Warm start (``construction="nn_descent"`` only):
         ``init`` and ``init_edges``, per-point candidate point ids (``(N, C)``, ``-1`` padded) from the previous lists
-        and the previous graph's out-edges."""
+        and the previous graph's out-edges; ``rerank_ok``: the previous lists may be kept, re-ranked, without a
+        join."""
         t0 = time.perf_counter()
         n = pts.shape[0]
         xv, vertex_of, start = self._prepare(pts)
@@ -337,12 +339,9 @@ class FanngIndex(NeighbourIndex):
         if self.construction == "nn_descent" and nv > 1:
             cand = None if init is None else self._vertex_candidates(init, vertex_of, nv)
             width = min(self.knn_k + self.warm_reserve, nv - 1)
-            # A warm start whose previous lists still hold warm_accept_recall of the true knn_k nearest neighbours
-            # (the drift check) keeps them re-ranked: a true neighbour held anywhere in a list ranks among its first
-            # knn_k once re-ranked, so their recall@knn_k is the drift check's. Only lists at least as long as this
-            # build's qualify (a reserve added since falls through to NN-descent, which fills it).
-            drift = (warm_stats or {}).get("drift_recall", 0.0)
-            rerank = cand is not None and cand.shape[1] >= width and drift >= self.warm_accept_recall
+            # rerank_ok (the drift check passed warm_accept_recall): keep the previous lists, re-ranked. Only lists at
+            # least as long as this build's qualify (a reserve added since falls through to NN-descent, which fills it).
+            rerank = rerank_ok and cand is not None and cand.shape[1] >= width
             if cand is not None and warm_stats is not None:
                 warm_stats["warm_joined"] = 0.0 if rerank else 1.0
             if rerank:
@@ -778,7 +777,10 @@ class FanngIndex(NeighbourIndex):
         if drift < self.warm_min_recall:
             self._construct(pts, init=None, warm_stats=check)
         else:
-            self._construct(pts, init=prev, warm_stats={**check, "warm_start": 1.0}, init_edges=prev_edges)
+            # A true neighbour held anywhere in a previous list ranks among its first knn_k once re-ranked, so the
+            # re-ranked lists' recall@knn_k is the drift check's: enough of it, and no join is needed.
+            self._construct(pts, init=prev, warm_stats={**check, "warm_start": 1.0}, init_edges=prev_edges,
+                            rerank_ok=drift >= self.warm_accept_recall)  # fmt: skip
         return self
 
 

@@ -128,8 +128,6 @@ def nn_descent(
     # points and 128 candidates each, the copies of ids through the permutation took longer than the re-ranking.
     identity = bool(np.array_equal(perm, np.arange(n)))
     xs = np.ascontiguousarray(x) if identity else np.ascontiguousarray(x[perm])
-    pos = np.empty(n, dtype=np.int64)
-    pos[perm] = np.arange(n)
     if init is None:
         cand = np.concatenate([window_candidates(n, k + 1), random_candidates(n, k, seed)], axis=1)
     else:
@@ -142,6 +140,8 @@ def nn_descent(
         if identity:
             cand = init.astype(np.int32)
         else:
+            pos = np.empty(n, dtype=np.int64)
+            pos[perm] = np.arange(n)
             rows = init[perm]
             cand = np.where(rows >= 0, pos[np.maximum(rows, 0)], -1).astype(np.int32)
     nn_i = np.empty((n, k), dtype=np.int32)
