@@ -91,17 +91,26 @@ def run_cases(cases: list[Case], truth: np.ndarray, n_queries: int) -> list[tupl
     return [(*row, n_queries / float(np.median(ts))) for row, ts in zip(rows, times, strict=True)]
 
 
+def _number(text: str) -> int | float:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5 (constructor options of ``--fanng-construction``)."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def fanng_cases(x, q, budgets, threads, efs=(), ef_cap=4096, construction="nn_descent") -> list[Case]:
     from smartmine.index.fanng import FanngIndex
 
+    construction, *opts = construction.split(",")
+    options = {k: _number(v) for k, v in (o.split("=", 1) for o in opts)}
     t = time.perf_counter()
-    index = FanngIndex(n_threads=threads, seed=0, construction=construction).build(x)
+    index = FanngIndex(n_threads=threads, seed=0, construction=construction, **options).build(x)
     index.csr()  # construction="nn_descent" builds its graph on first use: inside the timed build
     build = time.perf_counter() - t
     s = index.stats_
-    name = "FanngIndex" if construction == "nn_descent" else f"FanngIndex ({construction})"
+    label = ",".join([construction, *opts])
+    name = "FanngIndex" if label == "nn_descent" else f"FanngIndex ({label})"
     print(
-        f"  {name}: k-NN {s['seconds_knn']:.1f}s ({int(s['knn_iterations'])} it), {int(s['n_pairs'])} pairs, "
+        f"  {name}: k-NN {s['seconds_knn']:.1f}s ({int(s['knn_iterations'])} it), "
+        f"insertion {s.get('seconds_insert', 0.0):.1f}s, {int(s['n_pairs'])} pairs, "
         f"success {s['success_rate']:.3f}, mean degree {s['mean_degree']:.1f}, TA {s['seconds_traverse_add']:.1f}s "
         f"refine {s['seconds_refine']:.1f}s repair {s['seconds_repair']:.1f}s ({int(s['n_repaired'])} repairs)"
     )
@@ -227,8 +236,8 @@ def main() -> None:
         "--fanng-construction",
         nargs="+",
         default=["nn_descent"],
-        choices=["nn_descent", "traverse_add"],
-        help="FanngIndex constructions to compare (each builds its own graph)",
+        help="FanngIndex constructions to compare (each builds its own graph): nn_descent, traverse_add or insert, "
+        "optionally with constructor options, e.g. insert,target_success=0.5,build_ef=96",
     )
     p.add_argument("--embeddings", type=str, default=None, help="a (N, D) .npy file of real embeddings")
     p.add_argument("--skip-synthetic", action="store_true")

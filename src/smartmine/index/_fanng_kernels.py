@@ -528,6 +528,33 @@ def search_range(
 
 
 @njit(**_OPTS)
+def occlusion_prune(x, cand_i, cand_d, n, keep, out_i, out_d, row):
+    """FANNG's occlusion rule over candidates ``cand_i[:n]`` of vertex ``row`` (ascending ``cand_d``, distinct, not
+    the vertex itself): each is kept unless a kept shorter edge occludes it (``v→e`` occludes ``v→c`` iff ``D(v,e) <
+    D(v,c)`` and ``D(e,c) < D(v,c)``), at most ``keep`` (``< 0``: all). Writes row ``row`` of ``out_i``/``out_d``,
+    ``-1``/``inf`` padded, and returns the number kept. The candidates must not alias that row."""
+    kept = 0
+    for j in range(n):
+        c = cand_i[j]
+        lc = cand_d[j]
+        occluded = False
+        for t in range(kept):
+            if out_d[row, t] < lc and _sqdist(x, out_i[row, t], x, c) < lc:
+                occluded = True
+                break
+        if not occluded:
+            out_i[row, kept] = c
+            out_d[row, kept] = lc
+            kept += 1
+            if keep >= 0 and kept >= keep:
+                break
+    for t in range(kept, out_i.shape[1]):
+        out_i[row, t] = -1
+        out_d[row, t] = np.inf
+    return kept
+
+
+@njit(**_OPTS)
 def prune_range(x, indptr, indices, cand_i, cand_d, lo, hi, max_keep, nbr, lens, deg, seen, cbuf, lbuf):
     """New out-edges of vertices ``lo .. hi-1``: the candidates ``cand_i[v - lo]`` (search results for vertex v, -1
     padded, possibly containing v) plus v's current CSR edges, sorted ascending by length (stable: ties keep candidate
@@ -566,22 +593,4 @@ def prune_range(x, indptr, indices, cand_i, cand_d, lo, hi, max_keep, nbr, lens,
                 b -= 1
             cbuf[b] = c
             lbuf[b] = lc
-        kept = 0
-        for j in range(n):
-            c = cbuf[j]
-            lc = lbuf[j]
-            occluded = False
-            for t in range(kept):
-                if lens[v, t] < lc and _sqdist(x, nbr[v, t], x, c) < lc:
-                    occluded = True
-                    break
-            if not occluded:
-                nbr[v, kept] = c
-                lens[v, kept] = lc
-                kept += 1
-                if max_keep >= 0 and kept >= max_keep:
-                    break
-        for t in range(kept, nbr.shape[1]):
-            nbr[v, t] = -1
-            lens[v, t] = np.inf
-        deg[v] = kept
+        deg[v] = occlusion_prune(x, cbuf, lbuf, n, max_keep, nbr, lens, v)

@@ -1,6 +1,6 @@
 """FANNG: a directed nearest-neighbour graph searched by backtracking (Harwood & Drummond, CVPR 2016).
 
-Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine.index._fanng_kernels`), in one of two
+Construction (ALGORITHMS.md §4), all in compiled numba kernels (:mod:`smartmine.index._fanng_kernels`), in one of three
 ways (``construction``):
 
 * ``"nn_descent"`` (default, ours, parallel: :mod:`smartmine.index.fanng_build`): approximate ``knn_k``-NN lists by
@@ -10,11 +10,17 @@ ways (``construction``):
   the mining self-join never pays for it (its warnings and ``stats_`` entries appear then). The lists are kept:
   :meth:`FanngIndex.neighbours` answers from them, and :meth:`FanngIndex.update` (a new epoch's embeddings of the
   same points) starts NN-descent from them and offers the previous graph's edges, if one was built, as candidates.
+* ``"insert"`` (ours, parallel: :mod:`smartmine.index.fanng_insert`): the vertices are inserted in batches, each
+  searching the graph built so far for its candidates (beam width ``build_ef``), keeping those the occlusion rule lets
+  through and offering the reverse edges (Vamana/NSG-style insertion with FANNG's own rule), then steps 1, 3 and 4.
+  The fastest build when the graph is needed for search only: no k-NN lists are kept, so ``neighbours`` searches
+  and ``update`` is a cold build.
 * ``"traverse_add"``: the paper's construction from an empty graph, steps 1-4.
 
-1. **Traverse-Add** on random vertex pairs until the running success rate of naive downhill
-   search between random pairs reaches ``target_success``. Every vertex keeps its out-edges sorted by length with none
-   occluded by a shorter one (``u→v`` occludes ``u→w`` iff ``D(u,v) < D(u,w)`` and ``D(v,w) < D(u,w)``).
+1. **Traverse-Add** on random vertex pairs until the running success rate of naive downhill search between random
+   pairs reaches ``target_success`` (the paper's 0.98 for ``"traverse_add"``, 0.5 after the parallel constructions,
+   whose graphs already hold every neighbourhood; see the class). Every vertex keeps its out-edges sorted by length
+   with none occluded by a shorter one (``u→v`` occludes ``u→w`` iff ``D(u,v) < D(u,w)`` and ``D(v,w) < D(u,w)``).
 2. Optional **refinement** (``refine > 0`` passes, ``"traverse_add"`` only): each vertex's edges are re-chosen from its
    current edges plus the nearest vertices that backtrack search finds for it, re-pruned by occlusion, and capped at
    ``max_degree``.
@@ -56,6 +62,7 @@ from smartmine.index import _fanng_kernels as K
 from smartmine.index import _knn_kernels as KK
 from smartmine.index.base import NeighbourIndex, check_warm_lists, drop_self, to_numpy_f32
 from smartmine.index.fanng_build import dense_to_csr, grow_random_pairs, knn_prune_graph
+from smartmine.index.fanng_insert import insert_graph
 from smartmine.index.knn_graph import KnnLists, nn_descent, spatial_order
 
 
@@ -90,7 +97,10 @@ class _Scratch:
         self.lbuf = np.empty(width, dtype=np.float32)
 
 
-CONSTRUCTIONS = ("nn_descent", "traverse_add")
+CONSTRUCTIONS = ("nn_descent", "traverse_add", "insert")
+# Downhill success target of the random pairs per construction (target_success=None): the paper's for its own
+# construction; the parallel ones start from graphs that already link every neighbourhood (docs/BENCHMARKS.md).
+DEFAULT_TARGET_SUCCESS = {"traverse_add": 0.98, "nn_descent": 0.5, "insert": 0.5}
 _GRAPH_LOCK = threading.RLock()  # one lazy graph build at a time (module-level: instances stay picklable)
 
 
@@ -98,9 +108,13 @@ class FanngIndex(NeighbourIndex):
     """Approximate k-NN by a FANNG graph with backtrack search.
 
     Args:
-        target_success: construction stops once this fraction of the last ``success_window`` random pairs is reached
-            by naive downhill search (default 0.98, the value of the smart-mining paper). Higher: more Traverse-Add
-            work and a better-connected graph; lower: faster build, more search budget needed for the same recall.
+        target_success: the random-pair Traverse-Add stops once this fraction of the last ``success_window`` random
+            pairs is reached by naive downhill search. Default ``None``: 0.98 (the paper's value) for
+            ``construction="traverse_add"``, 0.5 for ``"nn_descent"`` and ``"insert"``, whose graphs already link
+            every vertex to its neighbourhood: there the pairs only add the long edges, and at 100k × 64 a target of
+            0.5 built 9× faster than 0.98 and searched as well or better per distance computation (recall@10 at a
+            budget of 512: 0.932 against 0.912; docs/BENCHMARKS.md, session 16). Higher: more Traverse-Add work and
+            more edges, each search step dearer.
         max_degree: out-degree cap, each vertex keeps its shortest edges (default 30; the paper reports 15–30).
             ``None``: no cap. Lower: less memory, faster search steps, lower recall per distance computation.
         search_budget: distance computations per query in backtrack search (default 512). The main speed/recall knob:
@@ -129,8 +143,12 @@ class FanngIndex(NeighbourIndex):
         construction: ``"nn_descent"`` (default, ours, parallel; :mod:`smartmine.index.fanng_build`): candidate edges
             from approximate ``knn_k``-NN lists (NN-descent), occlusion-pruned per vertex, reverse edges re-pruned,
             then Traverse-Add on the random pairs downhill search still misses (``target_success``) and the
-            reachability repair. ``"traverse_add"``: the paper's sequential Traverse-Add from an empty graph, then
-            ``refine`` passes (``refine*`` apply to this construction only).
+            reachability repair. ``"insert"`` (ours, parallel; :mod:`smartmine.index.fanng_insert`): batched
+            insertion, each vertex's edges chosen by occlusion from a beam search of the graph so far, reverse edges
+            re-pruned, then the same random pairs and repair; the fastest build for search-only use (at 100k × 64
+            about hnswlib's build time, docs/BENCHMARKS.md, session 16), but no lists are kept: ``neighbours``
+            searches and ``update`` builds cold. ``"traverse_add"``: the paper's sequential Traverse-Add from an
+            empty graph, then ``refine`` passes (``refine*`` apply to this construction only).
         knn_k: neighbours per vertex of the NN-descent lists (default 32); also the list length :meth:`neighbours`
             answers from without a further pass. Larger: better graph, slower build.
         knn_iters: NN-descent iteration cap (default 10; it stops earlier once an iteration changes < 0.1 %).
@@ -163,6 +181,9 @@ class FanngIndex(NeighbourIndex):
             cold build: at 100k × 64, k = 64, after a drift as large as a training epoch's, 64 candidates gave
             recall@64 0.960 in 10.7-11.1 s, 128 gave 0.975 in 11.9 s (cold build: 0.974-0.978 in 20-21 s); after
             the benchmark's milder drift 0.976 in 7.8-8.4 s against 0.981 in 9.6 s (docs/BENCHMARKS.md, session 15).
+        build_ef: beam width of each vertex's search in ``construction="insert"`` (default 64): the nearest vertices
+            found are its candidate edges. Larger: slower build; at 100k × 64, 32 / 64 / 96 gave recall@10 0.911 /
+            0.925 / 0.922 at a search budget of 512.
 
     After :meth:`build`, ``stats_`` holds construction statistics (pairs tried, success rate, edges, degrees,
     seconds per phase).
@@ -172,7 +193,7 @@ class FanngIndex(NeighbourIndex):
 
     def __init__(
         self,
-        target_success: float = 0.98,
+        target_success: float | None = None,
         max_degree: int | None = 30,
         search_budget: int = 512,
         search_ef: int | None = None,
@@ -195,11 +216,13 @@ class FanngIndex(NeighbourIndex):
         warm_reserve: int = 0,
         warm_accept_recall: float = 0.98,
         warm_candidates: int | None = None,
+        build_ef: int = 64,
     ) -> None:
         super().__init__()
         if construction not in CONSTRUCTIONS:
             raise ValueError(f"construction: expected one of {CONSTRUCTIONS}, got {construction!r}")
         self.construction = construction
+        self.build_ef = check_positive_int(build_ef, "build_ef")
         self.knn_k = check_positive_int(knn_k, "knn_k")
         self.knn_iters = check_positive_int(knn_iters, "knn_iters")
         self.warm_min_recall = _check_fraction(warm_min_recall, "warm_min_recall")
@@ -219,7 +242,7 @@ class FanngIndex(NeighbourIndex):
         self._knn_d: np.ndarray | None = None
         self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
         self._graph_in_progress = False  # set while the lazy build runs (its own calls must not start it again)
-        self.target_success = _check_fraction(target_success, "target_success")
+        self.target_success = None if target_success is None else _check_fraction(target_success, "target_success")
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
         self.search_ef = None if search_ef is None else check_positive_int(search_ef, "search_ef")
@@ -419,9 +442,19 @@ class FanngIndex(NeighbourIndex):
             nbr, lens, deg = knn_prune_graph(xv, lists.idx[:, :gw], lists.sq_dist[:, :gw], cap, self._threads(), prev)
             # Traverse-Add on the random pairs that downhill search still misses, until the paper's success rate (a warm
             # start measures the rate on one window of pairs only, unless warm_pairs).
-            target = self.target_success if not warm or self.warm_pairs else 0.0
+            target = self._target_success() if not warm or self.warm_pairs else 0.0
             nbr, lens, n_pairs, rate, n_dist, status = grow_random_pairs(
                 xv, nbr, lens, deg, target, window, self.seed, max_pairs, max_ops, self._threads()
+            )
+        elif self.construction == "insert":
+            t_knn = 0.0
+            nbr, lens, deg, n_ins, n_batches = insert_graph(
+                xv, start, cap, self.build_ef, self.seed, self._threads()
+            )
+            stats = {**stats, "insert_distances": float(n_ins), "insert_batches": float(n_batches),
+                     "seconds_insert": time.perf_counter() - t1}  # fmt: skip
+            nbr, lens, n_pairs, rate, n_dist, status = grow_random_pairs(
+                xv, nbr, lens, deg, self._target_success(), window, self.seed, max_pairs, max_ops, self._threads()
             )
         else:
             t_knn = 0.0
@@ -429,7 +462,7 @@ class FanngIndex(NeighbourIndex):
             lens = np.full((nv, 16), np.inf, dtype=np.float32)
             deg = np.zeros(nv, dtype=np.int32)
             nbr, lens, n_pairs, rate, n_dist, status = K.grow_graph(
-                xv, nbr, lens, deg, -1, self.target_success, window, self.seed, max_pairs, max_ops, 0
+                xv, nbr, lens, deg, -1, self._target_success(), window, self.seed, max_pairs, max_ops, 0
             )
         t_ta = time.perf_counter() - t1 - t_knn
         self._warn_status(status, n_pairs, rate, max_pairs, max_ops)
@@ -598,12 +631,18 @@ class FanngIndex(NeighbourIndex):
 
         run_chunks(run, bounds, threads)
 
+    def _target_success(self) -> float:
+        """``target_success``, or the construction's default when it is ``None`` (see the class)."""
+        if self.target_success is not None:
+            return self.target_success
+        return DEFAULT_TARGET_SUCCESS[self.construction]
+
     def _warn_status(self, status: int, n_pairs: int, rate: float, max_pairs: int, max_ops: int) -> None:
         if status == K.STATUS_MAX_PAIRS:
             warnings.warn(
                 f"FanngIndex: construction stopped after max_pairs={max_pairs} random pairs with a downhill success "
-                f"rate of {rate:.3f} < target_success={self.target_success}; the graph is usable but search may need "
-                "a larger budget (raise max_pairs or lower target_success)",
+                f"rate of {rate:.3f} < target_success={self._target_success()}; the graph is usable but search may "
+                "need a larger budget (raise max_pairs or lower target_success)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -724,9 +763,10 @@ class FanngIndex(NeighbourIndex):
         Row ``i`` of ``x`` must be the point that was row ``i`` of the previous :meth:`build`/:meth:`update` (same
         ``N`` and ``D``; a different count or dimension raises ``ValueError``). A drift check measures, on
         ``warm_check_points`` sampled points, the recall of the previous lists against exact search under the new
-        embeddings; below ``warm_min_recall`` (or with ``construction="traverse_add"``, or before any build) this is
-        a cold :meth:`build`. Otherwise NN-descent starts from the previous lists and the graph is rebuilt from them
-        as in :meth:`build`, with the same guarantees (occlusion rule, reachability from the start vertex).
+        embeddings; below ``warm_min_recall`` (or with a construction other than ``"nn_descent"``, or before any
+        build) this is a cold :meth:`build`. Otherwise NN-descent starts from the previous lists and the graph is
+        rebuilt from them as in :meth:`build`, with the same guarantees (occlusion rule, reachability from the start
+        vertex).
 
         ``stats_`` records ``warm_start`` (1.0 or 0.0), ``drift_recall`` and ``seconds_drift_check``. Returns ``self``.
         """
@@ -750,7 +790,7 @@ class FanngIndex(NeighbourIndex):
 
     def warm_lists(self) -> np.ndarray | None:
         """The k-NN lists of the last build as ``(N, K)`` int64 point ids (``-1`` padded), for a later
-        :meth:`build_warm`; ``None`` with ``construction="traverse_add"`` or before any build."""
+        :meth:`build_warm`; ``None`` with a construction other than ``"nn_descent"`` or before any build."""
         if self._n == 0 or self._knn_i is None:
             return None
         return self._point_lists().astype(np.int64)
@@ -759,8 +799,8 @@ class FanngIndex(NeighbourIndex):
         """A fresh build over ``x`` whose NN-descent starts from ``lists`` (the :meth:`warm_lists` of an index over
         the same points before they moved, e.g. restored from a checkpoint), with :meth:`update`'s drift check and
         cold fallback. Unlike :meth:`update` it depends only on ``(x, lists)``, not on this object's history, so a run
-        resumed from saved lists repeats the uninterrupted one. ``None`` or ``construction="traverse_add"``: a cold
-        :meth:`build`. Wrong-shaped lists or ids out of range raise ``ValueError``."""
+        resumed from saved lists repeats the uninterrupted one. ``None``, or a construction other than
+        ``"nn_descent"``: a cold :meth:`build`. Wrong-shaped lists or ids out of range raise ``ValueError``."""
         t = check_embeddings(x, "x", min_rows=1)
         prev = check_warm_lists(lists, t)
         if prev is None or self.construction != "nn_descent":
