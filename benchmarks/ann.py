@@ -4,7 +4,9 @@ Data: Gaussian clusters (default 100,000 × 64, 100 clusters; queries drawn from
 real embeddings from a ``.npy`` file (``--embeddings``; a random ``--queries`` of its rows become the queries and the
 rest is indexed). Ground truth is exact search (``smartmine.index.exact.exact_knn`` when available, else a NumPy
 brute force). Every method runs with the same thread count, all queries in one batch call, after a warm-up call;
-timing is round-robin (each of ``--repeats`` rounds times every method and setting once) and the median counts.
+timing is round-robin (each of ``--repeats`` rounds times every method and setting once, repeating the batch call
+until ``--min-time`` seconds have passed, so that a 500-query call of a millisecond is not timed alone) and the
+median round counts.
 FANNG runs twice per graph: with fixed budgets (the paper's search) and with early termination (``search_ef``,
 beyond the paper) under a budget cap of ``--ef-budget-cap``.
 
@@ -68,14 +70,16 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 REPEATS = 5
+MIN_TIME = 0.2  # seconds per timed sample: short calls are repeated until then (timer and scheduler jitter)
 
 # A case: (method, setting, build seconds, search function returning (Q, K) indices, setting suffix function or None).
 Case = tuple[str, str, float, Callable[[], np.ndarray], Callable[[], str] | None]
 
 
 def run_cases(cases: list[Case], truth: np.ndarray, n_queries: int) -> list[tuple[str, str, float, float, float]]:
-    """Recall and queries/s of every case. Timing is round-robin: each of ``REPEATS`` rounds times every case once,
-    and the median round counts, so a slow spell of a shared machine hits all methods alike."""
+    """Recall and queries/s of every case. Timing is round-robin: each of ``REPEATS`` rounds times every case once
+    (its call repeated until ``MIN_TIME`` has passed), and the median round counts, so a slow spell of a shared
+    machine hits all methods alike."""
     rows: list[tuple[str, str, float, float]] = []
     for method, setting, build, fn, suffix in cases:
         found = fn()  # warm-up, and the result whose recall is reported
@@ -86,8 +90,14 @@ def run_cases(cases: list[Case], truth: np.ndarray, n_queries: int) -> list[tupl
     for _ in range(REPEATS):
         for c, case in enumerate(cases):
             t = time.perf_counter()
-            case[3]()
-            times[c].append(time.perf_counter() - t)
+            calls = 0
+            while True:
+                case[3]()
+                calls += 1
+                elapsed = time.perf_counter() - t
+                if elapsed >= MIN_TIME:
+                    break
+            times[c].append(elapsed / calls)
     return [(*row, n_queries / float(np.median(ts))) for row, ts in zip(rows, times, strict=True)]
 
 
@@ -214,6 +224,7 @@ def bench(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespace) -> 
 
 
 def main() -> None:
+    global REPEATS, MIN_TIME
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="20,000 points and fewer settings (smoke run)")
     p.add_argument("--n", type=int, default=100_000, help="points of the clustered set")
@@ -242,9 +253,12 @@ def main() -> None:
     p.add_argument("--embeddings", type=str, default=None, help="a (N, D) .npy file of real embeddings")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median counts")
+    p.add_argument(
+        "--min-time", type=float, default=MIN_TIME, help="seconds per timed run: the call repeats until then"
+    )
     args = p.parse_args()
-    global REPEATS
     REPEATS = max(1, args.repeats)
+    MIN_TIME = max(0.0, args.min_time)
     if args.quick:
         args.n, args.queries = 20_000, 500
         args.budgets, args.efs, args.fanng_efs = [128, 256, 512, 1024], [10, 40, 160], [10, 24, 48]

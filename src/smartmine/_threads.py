@@ -7,6 +7,7 @@ the pools are kept, one per thread count, and forgotten in a forked child, where
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -40,8 +41,40 @@ def shared_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def run_chunks(work: Callable[[int, int], T], bounds: Sequence[tuple[int, int]], threads: int) -> list[T]:
-    """``[work(lo, hi) for lo, hi in bounds]``, on ``threads`` pool workers when that is more than one (results in the
-    order of ``bounds``). ``work`` must not itself wait on this pool."""
+    """``[work(lo, hi) for lo, hi in bounds]``, on ``threads`` threads when that is more than one (results in the
+    order of ``bounds``). ``work`` must not itself wait on this pool.
+
+    The calling thread is one of the ``threads``: it and ``threads - 1`` pool workers each take the next unclaimed
+    chunk until none is left, so a call costs one task hand-over per helper instead of one future per chunk (on a
+    500-query FANNG search over 5k points, future per chunk added about 10 % to 2.5 ms of work). After an exception
+    no new chunk is started; the first exception is raised once every thread has stopped."""
     if threads <= 1 or len(bounds) <= 1:
         return [work(lo, hi) for lo, hi in bounds]
-    return list(shared_pool(threads).map(lambda b: work(b[0], b[1]), bounds))
+    results: list = [None] * len(bounds)
+    claim = itertools.count()  # next() on a count is atomic under the GIL: each chunk is claimed once
+    failed = threading.Event()
+
+    def drain() -> None:
+        while not failed.is_set():
+            i = next(claim)
+            if i >= len(bounds):
+                return
+            try:
+                results[i] = work(*bounds[i])
+            except BaseException:
+                failed.set()
+                raise
+
+    helpers = [shared_pool(threads).submit(drain) for _ in range(min(threads, len(bounds)) - 1)]
+    error: BaseException | None = None
+    try:
+        drain()
+    except BaseException as exc:  # re-raised below, after the helpers have stopped
+        error = exc
+    for helper in helpers:
+        exc = helper.exception()  # waits for the helper
+        if error is None and exc is not None:
+            error = exc
+    if error is not None:
+        raise error
+    return results

@@ -1,4 +1,5 @@
-"""FanngIndex early termination (``search_ef``, beyond the paper) against a pure-Python backtrack search."""
+"""FanngIndex backtrack search against a pure-Python restatement: early termination (``search_ef``, beyond the
+paper) and prefetching (``search_prefetch``, which must change no result)."""
 
 from __future__ import annotations
 
@@ -54,10 +55,15 @@ def setup() -> tuple[FanngIndex, np.ndarray, np.ndarray]:
     return index, allx[:600], allx[600:]
 
 
+@pytest.mark.parametrize("prefetch", [0, 6])
 @pytest.mark.parametrize(("budget", "ef"), [(64, 0), (400, 10), (400, 24), (30, 40)])
-def test_matches_the_python_restatement(setup, budget: int, ef: int):
+def test_matches_the_python_restatement(setup, budget: int, ef: int, prefetch: int):
     index, _, queries = setup
-    _, found = index.search(queries, 5, budget=budget, ef=ef)
+    index.search_prefetch = prefetch
+    try:
+        _, found = index.search(queries, 5, budget=budget, ef=ef)
+    finally:
+        index.search_prefetch = None
     spent = index.last_distance_computations_
     point_of_vertex = np.argsort(index.vertex_of)  # no duplicates here: one point per vertex
     for row, q in enumerate(queries):
@@ -98,3 +104,22 @@ def test_bad_ef():
     index = FanngIndex().build(clustered(50, 4, seed=0))
     with pytest.raises(ValueError, match="ef"):
         index.search(np.zeros((1, 4), np.float32), 3, ef=-1)
+
+
+def test_prefetch_depth_follows_the_table_size_unless_set(setup):
+    from smartmine.index import _fanng_kernels as K
+    from smartmine.index.fanng import PREFETCH_MIN_BYTES
+
+    index, _, _ = setup
+    small = index._block
+    large = np.broadcast_to(np.zeros(1, np.float32), (PREFETCH_MIN_BYTES // 4 + 16, 16))  # no memory behind it
+    assert small.nbytes < PREFETCH_MIN_BYTES < large.nbytes
+    assert (index._lookahead(small), index._lookahead(large)) == (0, K.LOOKAHEAD)
+    assert FanngIndex(search_prefetch=3)._lookahead(small) == 3
+    assert FanngIndex(search_prefetch=0)._lookahead(large) == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_prefetch(bad):
+    with pytest.raises(ValueError, match="search_prefetch"):
+        FanngIndex(search_prefetch=bad)

@@ -365,19 +365,21 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
 
 
 # Speculative prefetch depth: the rows of the next few targets of the heap's root source are requested ahead of their
-# distance computation, so that their memory latency overlaps with the current one. Measured at 100k x 64 (one
-# thread, against prefetching only the next edge): 1.5-1.7x with 6, less with 3, 4 or 8; visited targets are
-# prefetched too, because testing them first costs a mispredicted branch, more than a wasted prefetch.
+# distance computation, so that their memory latency overlaps with the current one. Session 3 measured 1.5-1.7x at
+# 100k x 64 (one thread, against prefetching only the next edge) with 6, less with 3, 4 or 8; visited targets are
+# prefetched too, because testing them first costs a mispredicted branch, more than a wasted prefetch. Session 17:
+# against no prefetching at all, it only pays once the table outgrows the caches (callers pass 0 below that, see
+# ``FanngIndex.search_prefetch``): on tables that fit, the prefetching code made each visit 20-30 % dearer.
 LOOKAHEAD = 6
 
 
 @njit(inline="always", **_OPTS)
-def _prefetch_ahead(block, indices, e, end, ahead):
-    """Prefetch the rows of the targets of edges ``max(e, ahead) .. min(e + LOOKAHEAD, end) - 1``; returns the new
+def _prefetch_ahead(block, indices, e, end, ahead, depth):
+    """Prefetch the rows of the targets of edges ``max(e, ahead) .. min(e + depth, end) - 1``; returns the new
     ``ahead`` (first edge not yet requested), so that no edge is requested twice."""
     if ahead < e:
         ahead = e
-    lim = min(e + LOOKAHEAD, end)
+    lim = min(e + depth, end)
     while ahead < lim:
         prefetch_row(block, indices[ahead])
         ahead += 1
@@ -387,7 +389,7 @@ def _prefetch_ahead(block, indices, e, end, ahead):
 @njit(**_OPTS)
 def search_range(
     block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-    vbits, vlist, hkey, hsrc, hend, ef, efbuf,
+    vbits, vlist, hkey, hsrc, hend, ef, efbuf, lookahead,
 ):  # fmt: skip
     """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i], :dim]``, started at
     ``starts[i]``, with at most ``budget`` distance computations.
@@ -409,6 +411,9 @@ def search_range(
     ``ef`` smallest vertex distances seen so far (ascending), and the search stops as soon as the queue's nearest
     source is farther than the ``ef``-th of them, i.e. when no unexplored edge starts closer than the ``ef`` best
     vertices found (the stopping rule of HNSW's ``ef``). ``ef = 0``: spend the whole budget.
+
+    ``lookahead``: prefetch the rows of the root source's next ``lookahead`` edges ahead of their distances (see
+    :data:`LOOKAHEAD`); 0 turns prefetching off. No effect on results.
 
     Scratch: ``vbits`` (ceil(V / 64),) uint64 visited bits, all zero on entry and on return (each query clears the
     words of the vertices it listed in ``vlist``); ``vlist`` and the heap arrays of length ``budget + 1``. Writes rows
@@ -443,7 +448,8 @@ def search_range(
             hsrc[0] = meta[s, dim]
             hend[0] = meta[s, dim + 1]
             size = 1
-            ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0)
+            if lookahead > 0:
+                ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0, lookahead)
         while size > 0 and nd < budget:
             if ef > 0 and hkey[0] > efbuf[ef - 1]:
                 break
@@ -452,7 +458,8 @@ def search_range(
             # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
             if e + 1 < hend[0]:
                 hsrc[0] = e + 1
-                ahead = _prefetch_ahead(block, indices, e + 1, hend[0], ahead)
+                if lookahead > 0:
+                    ahead = _prefetch_ahead(block, indices, e + 1, hend[0], ahead, lookahead)
             else:
                 size -= 1
                 if size > 0:
@@ -475,7 +482,8 @@ def search_range(
                     hkey[p] = key
                     hsrc[p] = src
                     hend[p] = end
-                    ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0)
+                    if lookahead > 0:
+                        ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0, lookahead)
             word = tgt >> 6
             bit = one << np.uint64(tgt & 63)
             if vbits[word] & bit:
@@ -514,8 +522,8 @@ def search_range(
                 hsrc[p] = b0
                 hend[p] = b1
                 size += 1
-                if p == 0:  # tgt is the new root: its first edges come next
-                    ahead = _prefetch_ahead(block, indices, b0, b1, 0)
+                if p == 0 and lookahead > 0:  # tgt is the new root: its first edges come next
+                    ahead = _prefetch_ahead(block, indices, b0, b1, 0, lookahead)
         n_dist[i] = nd
         for j in range(n_vis):
             vbits[vlist[j] >> 6] = np.uint64(0)

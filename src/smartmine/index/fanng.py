@@ -101,6 +101,9 @@ CONSTRUCTIONS = ("nn_descent", "traverse_add", "insert")
 # Downhill success target of the random pairs per construction (target_success=None): the paper's for its own
 # construction; the parallel ones start from graphs that already link every neighbourhood (docs/BENCHMARKS.md).
 DEFAULT_TARGET_SUCCESS = {"traverse_add": 0.98, "nn_descent": 0.5, "insert": 0.5}
+# search_prefetch=None prefetches only from vertex tables larger than this: below it, a table stays in the caches and
+# the prefetching code costs more than it hides (docs/BENCHMARKS.md, session 17).
+PREFETCH_MIN_BYTES = 32 * 2**20
 _GRAPH_LOCK = threading.RLock()  # one lazy graph build at a time (module-level: instances stay picklable)
 
 
@@ -124,6 +127,11 @@ class FanngIndex(NeighbourIndex):
             from the query than the ``ef``-th nearest vertex found so far (HNSW's stopping rule; raised to ``k`` when
             smaller). The budget stays a hard cap. Larger ``ef``: higher recall, slower; it adapts the work to each
             query, where a fixed budget spends the same on easy and hard ones. Overridable per call in :meth:`search`.
+        search_prefetch: how many edges ahead backtrack search prefetches the rows of the vertices it is about to
+            visit (a memory-latency hint, no effect on results). Default ``None``: 6 when the packed vertex table is
+            larger than 32 MiB (about 100k vectors of 64 dims), else 0, because a table that stays in the caches only
+            pays for the prefetching code (on this project's 2-core machine, 20-30 % per visit below 16 MiB, about
+            even at 32 MiB; docs/BENCHMARKS.md, session 17). Refinement searches follow the same rule.
         refine: refinement passes after Traverse-Add (default 1; 0 disables). Each pass costs about ``N`` backtrack
             searches of ``refine_budget`` and usually raises recall at a given budget.
         refine_budget: distance computations of each refinement search (default 128).
@@ -217,6 +225,7 @@ class FanngIndex(NeighbourIndex):
         warm_accept_recall: float = 0.98,
         warm_candidates: int | None = None,
         build_ef: int = 64,
+        search_prefetch: int | None = None,
     ) -> None:
         super().__init__()
         if construction not in CONSTRUCTIONS:
@@ -246,6 +255,9 @@ class FanngIndex(NeighbourIndex):
         self.max_degree = None if max_degree is None else check_positive_int(max_degree, "max_degree")
         self.search_budget = check_positive_int(search_budget, "search_budget")
         self.search_ef = None if search_ef is None else check_positive_int(search_ef, "search_ef")
+        self.search_prefetch = (
+            None if search_prefetch is None else _check_nonneg_int(search_prefetch, "search_prefetch")
+        )
         self.refine = _check_nonneg_int(refine, "refine")
         self.refine_budget = check_positive_int(refine_budget, "refine_budget")
         self.refine_candidates = check_positive_int(refine_candidates, "refine_candidates")
@@ -600,6 +612,7 @@ class FanngIndex(NeighbourIndex):
         deg = np.zeros(nv, dtype=np.int32)
         rows = np.arange(nv, dtype=np.int64)  # vertex v's only point is v itself during construction
         block = K.pack_rows(xv, indptr, np.arange(nv + 1, dtype=np.int64), rows)
+        lookahead = self._lookahead(block)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             cd = np.empty((hi - lo, kk), dtype=np.float32)
@@ -608,6 +621,7 @@ class FanngIndex(NeighbourIndex):
             K.search_range(
                 block, xv.shape[1], indices, rows, block, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd,
                 ci, nd, scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
+                lookahead,
             )  # fmt: skip
             K.prune_range(
                 xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
@@ -692,6 +706,12 @@ class FanngIndex(NeighbourIndex):
             ef = self.search_ef or 0
         return max(int(ef), int(k)) if ef > 0 else 0
 
+    def _lookahead(self, block: np.ndarray) -> int:
+        """Prefetch depth of backtrack search over the packed table ``block`` (see ``search_prefetch``)."""
+        if self.search_prefetch is not None:
+            return self.search_prefetch
+        return K.LOOKAHEAD if block.nbytes > PREFETCH_MIN_BYTES else 0
+
     def _run(self, queries: np.ndarray, qrows: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Backtrack search of ``queries[qrows[i]]`` from vertex ``starts[i]`` for every ``i``, in parallel."""
         self._ensure_graph()
@@ -702,11 +722,12 @@ class FanngIndex(NeighbourIndex):
         out_i = np.empty((nq, k), dtype=np.int64)
         n_dist = np.empty(nq, dtype=np.int32)
         block, dim, indices, gmem = self._block, self._x.shape[1], self._indices, self._gmem
+        lookahead = self._lookahead(block)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             K.search_range(
                 block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
+                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
 
         self._parallel(nq, self.n_vertices, budget, 0, work, ef)
