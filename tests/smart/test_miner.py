@@ -319,10 +319,11 @@ def test_warm_started_mining_resumes_exactly_from_state():
 
     a = make()
     _, s0 = a.plan_epoch(drift[0], y, 0)
-    assert s0["warm_start"] == 0.0 and s0["drift_recall"] is None  # nothing to start from yet
+    assert s0["warm_start"] == 0.0 and s0["drift_recall"] is None and s0["warm_joined"] is None  # nothing yet
     a.update_error(0.6)
     _, s1 = a.plan_epoch(drift[1], y, 1)
     assert s1["warm_start"] == 1.0 and s1["drift_recall"] > 0.5
+    assert s1["warm_joined"] == 1.0  # no warm_reserve: the stale lists are joined, never only re-ranked
     a.update_error(0.55)
     state = a.state_dict()
     assert tuple(state["warm_lists"].shape) == (300, 40) and state["warm_lists"].dtype == torch.int32

@@ -110,6 +110,7 @@ def test_warm_started_fanng_mining_resumes_exactly(tmp_path: Path) -> None:
     assert run_cli("train", str(ref), "--no-report").returncode == 0
     rows = read_metrics_csv(tmp_path / "ref_fanng" / "metrics.csv")
     assert [r.get("warm_start") for r in rows] == [None, 0.0, 1.0] and rows[2]["drift_recall"] > 0.3
+    assert [r.get("warm_joined") for r in rows] == [None, None, 1.0]  # metrics.csv says how epoch 3 was warmed
     cfg = write_config(tmp_path, tiny(tmp_path, "killed_fanng", mining=fanng))
     proc = run_cli("train", str(cfg), "--no-report", env={"SMARTMINE_FAULT": "after_checkpoint:2"})
     assert proc.returncode == -signal.SIGKILL

@@ -199,6 +199,8 @@ class SmartMiner:
             ``index`` (the neighbour index's :attr:`~smartmine.index.base.NeighbourIndex.name`, ``None`` in
             warm-up), ``warm_start`` (1.0 when the index started from the previous epoch's lists, else 0.0; ``None`` in
             warm-up), ``drift_recall`` (their recall under the new embeddings, ``None`` without a warm start),
+            ``warm_joined`` (after a warm start: 1.0 when NN-descent joins ran, 0.0 when re-ranking the previous lists
+            was enough, see ``FanngIndex(warm_reserve=...)``; ``None`` otherwise),
             ``index_seconds``, ``search_seconds``, ``selection_seconds``.
 
         Raises:
@@ -218,7 +220,7 @@ class SmartMiner:
             "epoch": epoch, "warmup": True, "kappa": None, "k": None, "anchors_with_negatives": 0,
             "anchors_mined": 0, "anchors_without_positive": None, "available_mined": 0, "random_positives": 0,
             "kappa_cap": None, "t_q10": None, "t_q50": None, "t_q90": None, "list_recall": None, "warm_start": None,
-            "drift_recall": None, "index": None,
+            "drift_recall": None, "warm_joined": None, "index": None,
             "index_seconds": 0.0, "search_seconds": 0.0, "selection_seconds": 0.0,
         }  # fmt: skip
 
@@ -248,8 +250,9 @@ class SmartMiner:
             t2 = time.perf_counter()
             self._warm_lists = index.warm_lists() if self.warm_start else None
             index_stats = getattr(index, "stats_", None) or {}
-            stats.update(warm_start=float(index_stats.get("warm_start", 0.0)),
-                         drift_recall=index_stats.get("drift_recall"),
+            warm = float(index_stats.get("warm_start", 0.0))
+            stats.update(warm_start=warm, drift_recall=index_stats.get("drift_recall"),
+                         warm_joined=index_stats.get("warm_joined") if warm else None,
                          index=getattr(index, "name", type(index).__name__))  # fmt: skip
             # The recall check looks at the index's own lists; selection and thresholds at the widened ones.
             recall_lists = nbr

@@ -19,7 +19,7 @@ from smartmine.training.runtime import epoch_seed
 PLAN_STATS = (
     "kappa", "anchors_with_negatives", "mined_triplets", "random_triplets", "index_seconds", "search_seconds",
     "selection_seconds", "shortfall", "mined_planned", "kappa_cap", "t_q10", "t_q50", "t_q90", "list_recall",
-    "check_seconds", "mined_fraction", "warm_start", "drift_recall", "index",
+    "check_seconds", "mined_fraction", "warm_start", "drift_recall", "warm_joined", "index",
 )
 """Statistics of :meth:`SmartMiner.plan_epoch` that go into the metrics row, in this order."""
 
