@@ -108,12 +108,12 @@ def test_bad_ef():
 
 def test_prefetch_depth_follows_the_table_size_unless_set(setup):
     from smartmine.index import _fanng_kernels as K
-    from smartmine.index.fanng import PREFETCH_MIN_BYTES
+    from smartmine.index._prefetch import prefetch_min_bytes
 
     index, _, _ = setup
     small = index._block
-    large = np.broadcast_to(np.zeros(1, np.float32), (PREFETCH_MIN_BYTES // 4 + 16, 16))  # no memory behind it
-    assert small.nbytes < PREFETCH_MIN_BYTES < large.nbytes
+    large = np.broadcast_to(np.zeros(1, np.float32), (prefetch_min_bytes() // 64 + 1, 16))  # no memory behind it
+    assert small.nbytes < prefetch_min_bytes() < large.nbytes
     assert (index._lookahead(small), index._lookahead(large)) == (0, K.LOOKAHEAD)
     assert FanngIndex(search_prefetch=3)._lookahead(small) == 3
     assert FanngIndex(search_prefetch=0)._lookahead(large) == 0
@@ -123,3 +123,18 @@ def test_prefetch_depth_follows_the_table_size_unless_set(setup):
 def test_bad_prefetch(bad):
     with pytest.raises(ValueError, match="search_prefetch"):
         FanngIndex(search_prefetch=bad)
+
+
+def test_last_level_cache_size_from_sysfs(tmp_path):
+    from smartmine.index._prefetch import FALLBACK_CACHE_BYTES, last_level_cache_bytes
+
+    for name, kind, size in [("index0", "Data", "48K"), ("index1", "Instruction", "64M"),
+                             ("index2", "Unified", "2048K"), ("index3", "Unified", "32M")]:  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "type").write_text(kind + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(tmp_path) == 32 * 2**20  # the instruction cache does not count
+    assert last_level_cache_bytes(tmp_path / "missing") is None
+    (tmp_path / "index3" / "size").write_text("lots\n")
+    assert last_level_cache_bytes(tmp_path) is None
+    assert FALLBACK_CACHE_BYTES // 2 == 32 * 2**20

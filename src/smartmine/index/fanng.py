@@ -60,6 +60,7 @@ from smartmine._threads import run_chunks
 from smartmine._validation import ArrayLike, check_embeddings, check_positive_int
 from smartmine.index import _fanng_kernels as K
 from smartmine.index import _knn_kernels as KK
+from smartmine.index._prefetch import prefetch_min_bytes
 from smartmine.index.base import NeighbourIndex, check_warm_lists, drop_self, to_numpy_f32
 from smartmine.index.fanng_build import dense_to_csr, grow_random_pairs, knn_prune_graph
 from smartmine.index.fanng_insert import insert_graph
@@ -101,9 +102,6 @@ CONSTRUCTIONS = ("nn_descent", "traverse_add", "insert")
 # Downhill success target of the random pairs per construction (target_success=None): the paper's for its own
 # construction; the parallel ones start from graphs that already link every neighbourhood (docs/BENCHMARKS.md).
 DEFAULT_TARGET_SUCCESS = {"traverse_add": 0.98, "nn_descent": 0.5, "insert": 0.5}
-# search_prefetch=None prefetches only from vertex tables larger than this: below it, a table stays in the caches and
-# the prefetching code costs more than it hides (docs/BENCHMARKS.md, session 17).
-PREFETCH_MIN_BYTES = 32 * 2**20
 _GRAPH_LOCK = threading.RLock()  # one lazy graph build at a time (module-level: instances stay picklable)
 
 
@@ -128,10 +126,11 @@ class FanngIndex(NeighbourIndex):
             smaller). The budget stays a hard cap. Larger ``ef``: higher recall, slower; it adapts the work to each
             query, where a fixed budget spends the same on easy and hard ones. Overridable per call in :meth:`search`.
         search_prefetch: how many edges ahead backtrack search prefetches the rows of the vertices it is about to
-            visit (a memory-latency hint, no effect on results). Default ``None``: 6 when the packed vertex table is
-            larger than 32 MiB (about 100k vectors of 64 dims), else 0, because a table that stays in the caches only
-            pays for the prefetching code (on this project's 2-core machine, 20-30 % per visit below 16 MiB, about
-            even at 32 MiB; docs/BENCHMARKS.md, session 17). Refinement searches follow the same rule.
+            visit (a memory-latency hint, no effect on results). Default ``None``: 6 when the packed vertex table
+            (about ``N * (D + 5) * 4`` bytes, rounded up to 64 per row) is larger than half the CPU's last-level
+            cache (Linux sysfs; 32 MiB when unknown), else 0, because a table that stays in the caches only pays for
+            the prefetching code (on this project's 2-core machine, 15-30 % per visit on tables of 1.7-16 MB, even at
+            32 MB; docs/BENCHMARKS.md, session 17). Refinement searches follow the same rule.
         refine: refinement passes after Traverse-Add (default 1; 0 disables). Each pass costs about ``N`` backtrack
             searches of ``refine_budget`` and usually raises recall at a given budget.
         refine_budget: distance computations of each refinement search (default 128).
@@ -710,7 +709,7 @@ class FanngIndex(NeighbourIndex):
         """Prefetch depth of backtrack search over the packed table ``block`` (see ``search_prefetch``)."""
         if self.search_prefetch is not None:
             return self.search_prefetch
-        return K.LOOKAHEAD if block.nbytes > PREFETCH_MIN_BYTES else 0
+        return K.LOOKAHEAD if block.nbytes > prefetch_min_bytes() else 0
 
     def _run(self, queries: np.ndarray, qrows: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Backtrack search of ``queries[qrows[i]]`` from vertex ``starts[i]`` for every ``i``, in parallel."""
