@@ -125,16 +125,18 @@ def test_bad_prefetch(bad):
         FanngIndex(search_prefetch=bad)
 
 
-def test_last_level_cache_size_from_sysfs(tmp_path):
-    from smartmine.index._prefetch import FALLBACK_CACHE_BYTES, last_level_cache_bytes
+def test_cache_size_from_sysfs(tmp_path):
+    from smartmine.index._prefetch import FALLBACK_L2_BYTES, L2_MULTIPLE, cache_bytes
 
-    for name, kind, size in [("index0", "Data", "48K"), ("index1", "Instruction", "64M"),
-                             ("index2", "Unified", "2048K"), ("index3", "Unified", "32M")]:  # fmt: skip
+    for name, level, kind, size in [("index0", 1, "Data", "48K"), ("index1", 2, "Instruction", "64M"),
+                                    ("index2", 2, "Unified", "2048K"), ("index3", 3, "Unified", "32M")]:  # fmt: skip
         (tmp_path / name).mkdir()
+        (tmp_path / name / "level").write_text(f"{level}\n")
         (tmp_path / name / "type").write_text(kind + "\n")
         (tmp_path / name / "size").write_text(size + "\n")
-    assert last_level_cache_bytes(tmp_path) == 32 * 2**20  # the instruction cache does not count
-    assert last_level_cache_bytes(tmp_path / "missing") is None
-    (tmp_path / "index3" / "size").write_text("lots\n")
-    assert last_level_cache_bytes(tmp_path) is None
-    assert FALLBACK_CACHE_BYTES // 2 == 32 * 2**20
+    assert cache_bytes(2, tmp_path) == 2 * 2**20  # the level-2 instruction entry does not count
+    assert (cache_bytes(1, tmp_path), cache_bytes(3, tmp_path), cache_bytes(4, tmp_path)) == (48 * 2**10, 2**25, None)
+    assert cache_bytes(2, tmp_path / "missing") is None
+    (tmp_path / "index2" / "size").write_text("lots\n")
+    assert cache_bytes(2, tmp_path) is None
+    assert L2_MULTIPLE * FALLBACK_L2_BYTES == 32 * 2**20

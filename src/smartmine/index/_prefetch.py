@@ -17,33 +17,35 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _CACHE_LINE = 64
-FALLBACK_CACHE_BYTES = 64 * 2**20  # last-level cache assumed where the OS does not say (so the threshold is 32 MiB)
+L2_MULTIPLE = 16  # tables up to this many times the per-core L2 cache are searched without prefetching
+FALLBACK_L2_BYTES = 2 * 2**20  # assumed where the OS does not say (so the threshold is 32 MiB)
 _SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
 
 
-def last_level_cache_bytes(root: str | Path = _SYSFS_CACHES) -> int | None:
-    """Size in bytes of the largest data or unified cache of CPU 0, from Linux sysfs (``index*/size`` such as
-    ``"2048K"``); ``None`` where it cannot be read (another OS, a container without sysfs)."""
-    sizes = []
+def cache_bytes(level: int, root: str | Path = _SYSFS_CACHES) -> int | None:
+    """Size in bytes of CPU 0's data or unified cache of ``level``, from Linux sysfs (``index*/level``, ``type``,
+    ``size`` such as ``"2048K"``); ``None`` where it cannot be read (another OS, a container without sysfs)."""
     try:
-        for entry in Path(root).glob("index*"):
+        for entry in sorted(Path(root).glob("index*")):
+            if int((entry / "level").read_text()) != level:
+                continue
             if (entry / "type").read_text().strip() == "Instruction":
                 continue
             text = (entry / "size").read_text().strip().upper()
             scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-            sizes.append(int(text.rstrip("KMG")) * scale)
+            return int(text.rstrip("KMG")) * scale
     except (OSError, ValueError):
         return None
-    return max(sizes) if sizes else None
+    return None
 
 
 @functools.cache
 def prefetch_min_bytes() -> int:
-    """Vertex tables larger than this are searched with prefetching (``FanngIndex(search_prefetch=None)``): half
-    the last-level cache, the rest of which the edge lists, the query and other processes' data share; with an
-    unknown cache size, 32 MiB. On the 2-core machine of session 17 (480 MiB L3) prefetching cost 15-30 % per visit
-    on tables of 1.7-16 MB and broke even at 32 MB; on session 3's (32 MiB L3) it paid 1.5-1.7x at 32 MB."""
-    return (last_level_cache_bytes() or FALLBACK_CACHE_BYTES) // 2
+    """Vertex tables larger than this are searched with prefetching (``FanngIndex(search_prefetch=None)``):
+    :data:`L2_MULTIPLE` times the per-core L2 cache (32 MiB when unknown). Measured on the 2-core machine of session
+    17 (2 MiB of L2 per core): prefetching cost 15-30 % per visit on tables of 1.7-16 MB, broke even at 32 MB and
+    gained 40 % at 92 MB; on session 3's (512 KiB of L2) it gained 1.5-1.7x at 32 MB over prefetching one edge."""
+    return L2_MULTIPLE * (cache_bytes(2) or FALLBACK_L2_BYTES)
 
 
 @intrinsic

@@ -127,10 +127,11 @@ class FanngIndex(NeighbourIndex):
             query, where a fixed budget spends the same on easy and hard ones. Overridable per call in :meth:`search`.
         search_prefetch: how many edges ahead backtrack search prefetches the rows of the vertices it is about to
             visit (a memory-latency hint, no effect on results). Default ``None``: 6 when the packed vertex table
-            (about ``N * (D + 5) * 4`` bytes, rounded up to 64 per row) is larger than half the CPU's last-level
-            cache (Linux sysfs; 32 MiB when unknown), else 0, because a table that stays in the caches only pays for
-            the prefetching code (on this project's 2-core machine, 15-30 % per visit on tables of 1.7-16 MB, even at
-            32 MB; docs/BENCHMARKS.md, session 17). Refinement searches follow the same rule.
+            (about ``N * (D + 5) * 4`` bytes, rounded up to 64 per row) is larger than 16 times the per-core L2
+            cache (Linux sysfs; 32 MiB when unknown), else 0, because a table that stays close to the core only pays
+            for the prefetching code (on this project's 2-core machine, 2 MiB of L2: 15-30 % per visit on tables of
+            1.7-16 MB, even at 32 MB, 40 % faster with it at 92 MB; docs/BENCHMARKS.md, session 17). Refinement
+            searches follow the same rule.
         refine: refinement passes after Traverse-Add (default 1; 0 disables). Each pass costs about ``N`` backtrack
             searches of ``refine_budget`` and usually raises recall at a given budget.
         refine_budget: distance computations of each refinement search (default 128).
