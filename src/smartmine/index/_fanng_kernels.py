@@ -371,6 +371,7 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
 # against no prefetching at all, it only pays once the table outgrows the caches (callers pass 0 below that, see
 # ``FanngIndex.search_prefetch``): on tables that fit, the prefetching code made each visit 20-30 % dearer.
 LOOKAHEAD = 6
+_LOW32 = np.int64(0xFFFFFFFF)  # a heap entry's next-edge position (see search_range)
 
 
 @njit(inline="always", **_OPTS)
@@ -389,7 +390,7 @@ def _prefetch_ahead(block, indices, e, end, ahead, depth):
 @njit(**_OPTS)
 def search_range(
     block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-    vbits, vlist, hkey, hsrc, hend, ef, efbuf, lookahead,
+    vbits, vlist, hkey, hsrc, ef, efbuf, lookahead,
 ):  # fmt: skip
     """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i], :dim]``, started at
     ``starts[i]``, with at most ``budget`` distance computations.
@@ -401,7 +402,8 @@ def search_range(
     effect on results; 1.2-1.4x at 100k x 64 over separate ``indptr``/``gptr`` arrays).
 
     A priority queue holds edges keyed by the distance from the query to the edge's source vertex; each source has
-    one entry, pointing at its next unexplored (next-longer) edge ``hsrc`` (its last edge is ``hend - 1``). Popping
+    one entry ``hsrc``: the position in ``indices`` of its next unexplored (next-longer) edge in the low 32 bits and
+    the end of its edges in the high 32 (one int64, so that the heap moves two arrays, not three). Popping
     the minimum visits the edge's target if it is new (one distance computation; the target enters the queue with
     its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays put.
     The best ``k`` visited vertices are kept, each expanded to its group of points (the first one stored in its packed
@@ -416,8 +418,9 @@ def search_range(
     :data:`LOOKAHEAD`); 0 turns prefetching off. No effect on results.
 
     Scratch: ``vbits`` (ceil(V / 64),) uint64 visited bits, all zero on entry and on return (each query clears the
-    words of the vertices it listed in ``vlist``); ``vlist`` and the heap arrays of length ``budget + 1``. Writes rows
-    ``lo .. hi-1`` of ``out_d``/``out_i`` (inf / -1 padded) and ``n_dist``.
+    words of the vertices it listed in ``vlist``); ``vlist`` and the heap arrays ``hkey`` (float32) / ``hsrc``
+    (int64) of length ``budget + 1``. Writes rows ``lo .. hi-1`` of ``out_d``/``out_i`` (inf / -1 padded) and
+    ``n_dist``.
     """
     one = np.uint64(1)
     meta = block.view(np.int32)
@@ -445,27 +448,27 @@ def search_range(
         ahead = 0
         if meta[s, dim + 1] > meta[s, dim]:
             hkey[0] = d0
-            hsrc[0] = meta[s, dim]
-            hend[0] = meta[s, dim + 1]
+            hsrc[0] = (np.int64(meta[s, dim + 1]) << 32) | np.int64(meta[s, dim])
             size = 1
             if lookahead > 0:
-                ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0, lookahead)
+                ahead = _prefetch_ahead(block, indices, meta[s, dim], meta[s, dim + 1], 0, lookahead)
         while size > 0 and nd < budget:
             if ef > 0 and hkey[0] > efbuf[ef - 1]:
                 break
-            e = hsrc[0]
+            packed = hsrc[0]
+            e = packed & _LOW32
+            e_end = packed >> 32
             tgt = indices[e]
             # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
-            if e + 1 < hend[0]:
-                hsrc[0] = e + 1
+            if e + 1 < e_end:
+                hsrc[0] = packed + 1
                 if lookahead > 0:
-                    ahead = _prefetch_ahead(block, indices, e + 1, hend[0], ahead, lookahead)
+                    ahead = _prefetch_ahead(block, indices, e + 1, e_end, ahead, lookahead)
             else:
                 size -= 1
                 if size > 0:
                     key = hkey[size]
                     src = hsrc[size]
-                    end = hend[size]
                     p = 0
                     while True:
                         c = 2 * p + 1
@@ -477,13 +480,11 @@ def search_range(
                             break
                         hkey[p] = hkey[c]
                         hsrc[p] = hsrc[c]
-                        hend[p] = hend[c]
                         p = c
                     hkey[p] = key
                     hsrc[p] = src
-                    hend[p] = end
                     if lookahead > 0:
-                        ahead = _prefetch_ahead(block, indices, hsrc[0], hend[0], 0, lookahead)
+                        ahead = _prefetch_ahead(block, indices, hsrc[0] & _LOW32, hsrc[0] >> 32, 0, lookahead)
             word = tgt >> 6
             bit = one << np.uint64(tgt & 63)
             if vbits[word] & bit:
@@ -516,11 +517,9 @@ def search_range(
                         break
                     hkey[p] = hkey[par]
                     hsrc[p] = hsrc[par]
-                    hend[p] = hend[par]
                     p = par
                 hkey[p] = d
-                hsrc[p] = b0
-                hend[p] = b1
+                hsrc[p] = (np.int64(b1) << 32) | np.int64(b0)
                 size += 1
                 if p == 0 and lookahead > 0:  # tgt is the new root: its first edges come next
                     ahead = _prefetch_ahead(block, indices, b0, b1, 0, lookahead)

@@ -91,7 +91,6 @@ class _Scratch:
         self.vlist = np.empty(budget + 1, dtype=np.int64)
         self.hkey = np.empty(budget + 1, dtype=np.float32)
         self.hsrc = np.empty(budget + 1, dtype=np.int64)
-        self.hend = np.empty(budget + 1, dtype=np.int64)
         self.efbuf = np.empty(max(ef, 1), dtype=np.float32)  # early termination (``search_ef``) only
         self.seen = np.full(nv if width else 0, -1, dtype=np.int32)  # refinement only
         self.cbuf = np.empty(width, dtype=np.int32)
@@ -620,8 +619,7 @@ class FanngIndex(NeighbourIndex):
             nd = np.empty(hi - lo, dtype=np.int32)
             K.search_range(
                 block, xv.shape[1], indices, rows, block, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd,
-                ci, nd, scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf,
-                lookahead,
+                ci, nd, scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
             K.prune_range(
                 xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
@@ -727,7 +725,7 @@ class FanngIndex(NeighbourIndex):
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             K.search_range(
                 block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, scratch.hend, ef, scratch.efbuf, lookahead,
+                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
 
         self._parallel(nq, self.n_vertices, budget, 0, work, ef)
