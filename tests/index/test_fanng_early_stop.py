@@ -140,3 +140,13 @@ def test_cache_size_from_sysfs(tmp_path):
     (tmp_path / "index2" / "size").write_text("lots\n")
     assert cache_bytes(2, tmp_path) is None
     assert L2_MULTIPLE * FALLBACK_L2_BYTES == 32 * 2**20
+
+
+def test_last_edges_are_marked_for_search():
+    from smartmine.index._fanng_kernels import mark_last_edges
+
+    indptr = np.array([0, 2, 2, 5, 6])  # vertex 1 has no edges
+    indices = np.array([4, 1, 0, 3, 2, 0], dtype=np.int32)
+    marked = mark_last_edges(indptr, indices)
+    assert marked.tolist() == [4, -2, 0, 3, -3, -1]  # ~t = -t - 1 on each vertex's last edge
+    assert indices.tolist() == [4, 1, 0, 3, 2, 0]  # a copy: the CSR graph is unchanged

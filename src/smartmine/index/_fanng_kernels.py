@@ -372,41 +372,61 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
 # ``FanngIndex.search_prefetch``): on tables that fit, the prefetching code made each visit 20-30 % dearer.
 LOOKAHEAD = 6
 _LOW32 = np.int64(0xFFFFFFFF)  # a heap entry's next-edge position (see search_range)
+_NO_SIGN = np.int32(0x7FFFFFFF)
+
+
+_RUN_DONE = np.int64(1) << 62  # ``ahead`` once a source's last edge has been requested
 
 
 @njit(inline="always", **_OPTS)
-def _prefetch_ahead(block, indices, e, end, ahead, depth):
-    """Prefetch the rows of the targets of edges ``max(e, ahead) .. min(e + depth, end) - 1``; returns the new
-    ``ahead`` (first edge not yet requested), so that no edge is requested twice."""
+def _prefetch_ahead(block, marked, e, ahead, depth):
+    """Prefetch the rows of the targets of edges ``max(e, ahead) .. e + depth - 1`` of one source, stopping after
+    its last edge (marked negative, see :func:`mark_last_edges`); returns the new ``ahead`` (first edge not yet
+    requested, or :data:`_RUN_DONE`), so that no edge is requested twice."""
     if ahead < e:
         ahead = e
-    lim = min(e + depth, end)
+    lim = e + depth
     while ahead < lim:
-        prefetch_row(block, indices[ahead])
+        raw = marked[ahead]
+        if raw < 0:
+            prefetch_row(block, ~raw)
+            return _RUN_DONE
+        prefetch_row(block, raw)
         ahead += 1
     return ahead
+
+
+def mark_last_edges(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The copy of ``indices`` that :func:`search_range` reads: every vertex's last out-edge stored as ``~target``
+    (negative), which ends the vertex's run of edges, so that a heap entry needs no end position."""
+    marked = np.array(indices, dtype=np.int32)
+    last = indptr[1:][np.diff(indptr) > 0] - 1
+    marked[last] = ~marked[last]
+    return marked
 
 
 @njit(**_OPTS)
 def search_range(
     block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-    vbits, vlist, hkey, hsrc, ef, efbuf, lookahead,
+    vbits, vlist, heap, ef, efbuf, lookahead,
 ):  # fmt: skip
     """Backtrack search for queries ``lo .. hi-1``: query ``i`` is ``queries[qrows[i], :dim]``, started at
     ``starts[i]``, with at most ``budget`` distance computations.
 
-    ``block`` is the packed vertex table (see :func:`pack_rows`): row ``v`` holds the vector of vertex ``v`` in columns
-    ``0 .. dim-1`` and, as int32 bit patterns in the :data:`META` columns after it, the range of its out-edges in
-    ``indices`` (ascending by length), its first point and its group in ``gmem``. One row is all a visit reads about a
-    vertex, so one cache-line run serves the distance, the result and the edges' location (ours: a memory layout, no
-    effect on results; 1.2-1.4x at 100k x 64 over separate ``indptr``/``gptr`` arrays).
+    ``block`` is the packed vertex table (see :func:`pack_rows`): row ``v`` holds the vector of vertex ``v`` in
+    columns ``0 .. dim-1`` and, as int32 bit patterns in the :data:`META` columns after it, the range of its
+    out-edges in ``indices`` (ascending by length; the copy of :func:`mark_last_edges`), its first point and its
+    group in ``gmem``. One row is all a visit reads about a vertex, so one cache-line run serves the distance, the
+    result and the edges' location (ours: a memory layout, no effect on results; 1.2-1.4x at 100k x 64 over separate
+    ``indptr``/``gptr`` arrays).
 
     A priority queue holds edges keyed by the distance from the query to the edge's source vertex; each source has
-    one entry ``hsrc``: the position in ``indices`` of its next unexplored (next-longer) edge in the low 32 bits and
-    the end of its edges in the high 32 (one int64, so that the heap moves two arrays, not three). Popping
-    the minimum visits the edge's target if it is new (one distance computation; the target enters the queue with
-    its shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays put.
-    The best ``k`` visited vertices are kept, each expanded to its group of points (the first one stored in its packed
+    one int64 entry in ``heap``: the key's float32 bit pattern in the high 32 bits (non-negative floats order as
+    their bit patterns do, and only the high half is compared) and the position in ``indices`` of its next
+    unexplored (next-longer) edge in the low 32; the source's last edge is marked in ``indices``. Popping the
+    minimum visits the edge's target if it is new (one distance computation; the target enters the queue with its
+    shortest edge) and advances the source to its next edge, which keeps its key, so the heap root stays put. The
+    best ``k`` visited vertices are kept, each expanded to its group of points (the first one stored in its packed
     row, the others, exact duplicates, in ``gmem``).
 
     Early termination (``ef > 0``; beyond the paper, whose search always spends its budget): ``efbuf`` keeps the
@@ -418,12 +438,13 @@ def search_range(
     :data:`LOOKAHEAD`); 0 turns prefetching off. No effect on results.
 
     Scratch: ``vbits`` (ceil(V / 64),) uint64 visited bits, all zero on entry and on return (each query clears the
-    words of the vertices it listed in ``vlist``); ``vlist`` and the heap arrays ``hkey`` (float32) / ``hsrc``
-    (int64) of length ``budget + 1``. Writes rows ``lo .. hi-1`` of ``out_d``/``out_i`` (inf / -1 padded) and
-    ``n_dist``.
+    words of the vertices it listed in ``vlist``); ``vlist`` and ``heap`` (int64) of length ``budget + 1``. Writes
+    rows ``lo .. hi-1`` of ``out_d``/``out_i`` (inf / -1 padded) and ``n_dist``.
     """
     one = np.uint64(1)
     meta = block.view(np.int32)
+    fbits = np.empty(1, dtype=np.float32)  # float32 -> bit pattern, through memory
+    ibits = fbits.view(np.int32)
     for i in range(lo, hi):
         for j in range(k):
             out_d[i, j] = np.inf
@@ -447,44 +468,45 @@ def search_range(
         size = 0
         ahead = 0
         if meta[s, dim + 1] > meta[s, dim]:
-            hkey[0] = d0
-            hsrc[0] = (np.int64(meta[s, dim + 1]) << 32) | np.int64(meta[s, dim])
+            fbits[0] = d0
+            heap[0] = (np.int64(ibits[0] & _NO_SIGN) << 32) | np.int64(meta[s, dim])
             size = 1
             if lookahead > 0:
-                ahead = _prefetch_ahead(block, indices, meta[s, dim], meta[s, dim + 1], 0, lookahead)
+                ahead = _prefetch_ahead(block, indices, meta[s, dim], 0, lookahead)
         while size > 0 and nd < budget:
-            if ef > 0 and hkey[0] > efbuf[ef - 1]:
-                break
-            packed = hsrc[0]
-            e = packed & _LOW32
-            e_end = packed >> 32
-            tgt = indices[e]
-            # Advance the root's source to its next-longer edge (same key), or drop it when its edges run out.
-            if e + 1 < e_end:
-                hsrc[0] = packed + 1
+            root = heap[0]
+            if ef > 0:
+                fbits[0] = efbuf[ef - 1]
+                if (root >> 32) > (ibits[0] & _NO_SIGN):
+                    break
+            e = root & _LOW32
+            raw = indices[e]
+            # Advance the root's source to its next-longer edge (same key), or drop it after its last edge.
+            if raw >= 0:
+                tgt = raw
+                heap[0] = root + 1
                 if lookahead > 0:
-                    ahead = _prefetch_ahead(block, indices, e + 1, e_end, ahead, lookahead)
+                    ahead = _prefetch_ahead(block, indices, e + 1, ahead, lookahead)
             else:
+                tgt = ~raw
                 size -= 1
                 if size > 0:
-                    key = hkey[size]
-                    src = hsrc[size]
+                    last = heap[size]
+                    key = last >> 32
                     p = 0
                     while True:
                         c = 2 * p + 1
                         if c >= size:
                             break
-                        if c + 1 < size and hkey[c + 1] < hkey[c]:
+                        if c + 1 < size and (heap[c + 1] >> 32) < (heap[c] >> 32):
                             c += 1
-                        if hkey[c] >= key:
+                        if (heap[c] >> 32) >= key:
                             break
-                        hkey[p] = hkey[c]
-                        hsrc[p] = hsrc[c]
+                        heap[p] = heap[c]
                         p = c
-                    hkey[p] = key
-                    hsrc[p] = src
+                    heap[p] = last
                     if lookahead > 0:
-                        ahead = _prefetch_ahead(block, indices, hsrc[0] & _LOW32, hsrc[0] >> 32, 0, lookahead)
+                        ahead = _prefetch_ahead(block, indices, heap[0] & _LOW32, 0, lookahead)
             word = tgt >> 6
             bit = one << np.uint64(tgt & 63)
             if vbits[word] & bit:
@@ -510,19 +532,19 @@ def search_range(
             b1 = meta[tgt, dim + 1]
             if b1 > b0:
                 # Push tgt's shortest edge with key d (sift up).
+                fbits[0] = d
+                key = np.int64(ibits[0] & _NO_SIGN)
                 p = size
                 while p > 0:
                     par = (p - 1) >> 1
-                    if hkey[par] <= d:
+                    if (heap[par] >> 32) <= key:
                         break
-                    hkey[p] = hkey[par]
-                    hsrc[p] = hsrc[par]
+                    heap[p] = heap[par]
                     p = par
-                hkey[p] = d
-                hsrc[p] = (np.int64(b1) << 32) | np.int64(b0)
+                heap[p] = (key << 32) | np.int64(b0)
                 size += 1
                 if p == 0 and lookahead > 0:  # tgt is the new root: its first edges come next
-                    ahead = _prefetch_ahead(block, indices, b0, b1, 0, lookahead)
+                    ahead = _prefetch_ahead(block, indices, b0, 0, lookahead)
         n_dist[i] = nd
         for j in range(n_vis):
             vbits[vlist[j] >> 6] = np.uint64(0)

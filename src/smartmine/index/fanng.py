@@ -89,8 +89,7 @@ class _Scratch:
     def __init__(self, nv: int, budget: int, width: int, ef: int = 0) -> None:
         self.vbits = np.zeros(-(-nv // 64), dtype=np.uint64)
         self.vlist = np.empty(budget + 1, dtype=np.int64)
-        self.hkey = np.empty(budget + 1, dtype=np.float32)
-        self.hsrc = np.empty(budget + 1, dtype=np.int64)
+        self.heap = np.empty(budget + 1, dtype=np.int64)
         self.efbuf = np.empty(max(ef, 1), dtype=np.float32)  # early termination (``search_ef``) only
         self.seen = np.full(nv if width else 0, -1, dtype=np.int32)  # refinement only
         self.cbuf = np.empty(width, dtype=np.int32)
@@ -271,6 +270,7 @@ class FanngIndex(NeighbourIndex):
         self._x: np.ndarray = self._block[:, :0]  # (V, D) distinct vectors: a view of the packed table
         self._indptr: np.ndarray = np.zeros(1, np.int64)
         self._indices: np.ndarray = np.empty(0, np.int32)
+        self._marked: np.ndarray = self._indices  # search's copy of _indices, see K.mark_last_edges
         self._gptr: np.ndarray = np.zeros(1, np.int64)  # vertex v's points: _gmem[_gptr[v]:_gptr[v+1]]
         self._gmem: np.ndarray = np.empty(0, np.int64)
         self._vertex_of: np.ndarray = np.empty(0, np.int64)  # point -> vertex
@@ -552,6 +552,7 @@ class FanngIndex(NeighbourIndex):
         # Position in the old ``indices`` of every new edge: row bfs[i]'s edges, in their (ascending) order.
         src = np.repeat(indptr[:-1][bfs] - new_indptr[:-1], degrees) + np.arange(new_indptr[-1])
         self._indices = new_of_old[indices[src]].astype(np.int32)
+        self._marked = K.mark_last_edges(new_indptr, self._indices)  # what search reads
         self._indptr = new_indptr
         self._start = int(new_of_old[start])
         self._set_points(xv[bfs], new_of_old[vertex_of])
@@ -612,14 +613,15 @@ class FanngIndex(NeighbourIndex):
         rows = np.arange(nv, dtype=np.int64)  # vertex v's only point is v itself during construction
         block = K.pack_rows(xv, indptr, np.arange(nv + 1, dtype=np.int64), rows)
         lookahead = self._lookahead(block)
+        marked = K.mark_last_edges(indptr, indices)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             cd = np.empty((hi - lo, kk), dtype=np.float32)
             ci = np.empty((hi - lo, kk), dtype=np.int64)
             nd = np.empty(hi - lo, dtype=np.int32)
             K.search_range(
-                block, xv.shape[1], indices, rows, block, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd,
-                ci, nd, scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, ef, scratch.efbuf, lookahead,
+                block, xv.shape[1], marked, rows, block, rows[lo:hi], rows[lo:hi], kk, budget, 0, hi - lo, cd,
+                ci, nd, scratch.vbits, scratch.vlist, scratch.heap, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
             K.prune_range(
                 xv, indptr, indices, ci, cd, lo, hi, cap, nbr, lens, deg, scratch.seen, scratch.cbuf, scratch.lbuf
@@ -719,13 +721,13 @@ class FanngIndex(NeighbourIndex):
         out_d = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         n_dist = np.empty(nq, dtype=np.int32)
-        block, dim, indices, gmem = self._block, self._x.shape[1], self._indices, self._gmem
+        block, dim, indices, gmem = self._block, self._x.shape[1], self._marked, self._gmem
         lookahead = self._lookahead(block)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             K.search_range(
                 block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
-                scratch.vbits, scratch.vlist, scratch.hkey, scratch.hsrc, ef, scratch.efbuf, lookahead,
+                scratch.vbits, scratch.vlist, scratch.heap, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
 
         self._parallel(nq, self.n_vertices, budget, 0, work, ef)
