@@ -46,7 +46,7 @@ def run_chunks(work: Callable[[int, int], T], bounds: Sequence[tuple[int, int]],
 
     The calling thread is one of the ``threads``: it and ``threads - 1`` pool workers each take the next unclaimed
     chunk until none is left, so a call costs one task hand-over per helper instead of one future per chunk (on a
-    500-query FANNG search over 5k points, future per chunk added about 10 % to 2.5 ms of work). After an exception
+    500-query FANNG search over 5k points, 5.0 -> 4.7 µs per query). After an exception
     no new chunk is started; the first exception is raised once every thread has stopped."""
     if threads <= 1 or len(bounds) <= 1:
         return [work(lo, hi) for lo, hi in bounds]

@@ -369,12 +369,10 @@ def _topk_insert(out_d, out_i, row, k, d, idx):
 # 100k x 64 (one thread, against prefetching only the next edge) with 6, less with 3, 4 or 8; visited targets are
 # prefetched too, because testing them first costs a mispredicted branch, more than a wasted prefetch. Session 17:
 # against no prefetching at all, it only pays once the table outgrows the caches (callers pass 0 below that, see
-# ``FanngIndex.search_prefetch``): on tables that fit, the prefetching code made each visit 20-30 % dearer.
+# ``FanngIndex.search_prefetch``): on tables that fit, the prefetching code made each visit 15-30 % dearer.
 LOOKAHEAD = 6
 _LOW32 = np.int64(0xFFFFFFFF)  # a heap entry's next-edge position (see search_range)
-_NO_SIGN = np.int32(0x7FFFFFFF)
-
-
+_NO_SIGN = np.int32(0x7FFFFFFF)  # clears a float's sign bit, so that -0.0 keys as 0.0
 _RUN_DONE = np.int64(1) << 62  # ``ahead`` once a source's last edge has been requested
 
 

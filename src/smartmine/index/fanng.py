@@ -721,12 +721,12 @@ class FanngIndex(NeighbourIndex):
         out_d = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         n_dist = np.empty(nq, dtype=np.int32)
-        block, dim, indices, gmem = self._block, self._x.shape[1], self._marked, self._gmem
+        block, dim, marked, gmem = self._block, self._x.shape[1], self._marked, self._gmem
         lookahead = self._lookahead(block)
 
         def work(lo: int, hi: int, scratch: _Scratch) -> None:
             K.search_range(
-                block, dim, indices, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
+                block, dim, marked, gmem, queries, qrows, starts, k, budget, lo, hi, out_d, out_i, n_dist,
                 scratch.vbits, scratch.vlist, scratch.heap, ef, scratch.efbuf, lookahead,
             )  # fmt: skip
 

@@ -57,8 +57,8 @@ def _neighbour_index(kind: str, seed: int):
         from smartmine.index import FanngIndex
 
         # A gallery only searches (it never asks for all-points k-NN lists or warm starts), so it takes the
-        # construction that builds fastest: about half the default's time at 5k-100k points for the same search
-        # speed (docs/BENCHMARKS.md, sessions 16-17). The graph is rebuilt whenever a saved index is opened.
+        # construction that builds fastest: about half the default's time at 5k-100k points for about the same
+        # search speed (docs/BENCHMARKS.md, sessions 16-17). The graph is rebuilt whenever a saved index is opened.
         return FanngIndex(seed=seed, construction="insert")
     from smartmine.index import FaissIndex
 
