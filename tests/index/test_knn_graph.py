@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from knn_helpers import brute_neighbours, clustered, recall
 
-from smartmine.index.knn_graph import nn_descent, spatial_order, window_candidates
+from smartmine.index.knn_graph import nn_descent, sample_candidates, spatial_order, window_candidates
 
 SPREAD = 0.5  # noise of the clustered test points
 
@@ -107,11 +107,11 @@ def test_spatial_order_is_a_permutation_and_windows_stay_in_range():
     assert all(i in row for i, row in enumerate(w.tolist()))
 
 
-def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
-    """build_candidates + clear_sampled over disjoint row ranges (the parallel path) against the definition: each
-    row's new (old) candidates are the S offers of smallest hash priority among its new (old) forward entries and the
-    reverse of everybody's new (old) entries that point to it, old ones only for rows that have new ones (the join
-    never reads the others); a forward new entry loses its flag iff sampled."""
+def test_candidate_sampling_matches_a_numpy_rederivation_for_any_split():
+    """sample_candidates (offers buffered by row block, in source slabs, on several threads) against the
+    definition: each row's new (old) candidates are the S offers of smallest hash priority among its new (old) forward
+    entries and the reverse of everybody's new (old) entries that point to it, old ones only for rows that have new
+    ones (the join never reads the others); a forward new entry loses its flag iff sampled."""
     from smartmine.index import _knn_kernels as KK
 
     rng = np.random.default_rng(5)
@@ -140,14 +140,13 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_row_split():
 
     assert not offers["new"][7] and offers["old"][7]  # the case is present
 
-    for bounds in ([(0, n)], [(0, 17), (17, 18), (18, n)]):
+    # One thread, one block, one slab; three threads, blocks of 4 rows, slabs of 5 sources (the last one partial).
+    for bounds in ((1, 10, 10**6), (3, 2, 2 * k * 5), (2, 0, 2 * k * 3)):
+        threads, shift, records_max = bounds
         nn_new = flags.copy()
-        heaps = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32)]
-        olds = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32)]
-        for lo, hi in bounds:
-            KK.build_candidates(nn_i, nn_new, seed, *heaps, *olds, lo, hi)
-        for lo, hi in bounds:
-            KK.clear_sampled(nn_i, nn_new, seed, heaps[1], heaps[2], lo, hi)
+        heaps = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.full(n, 99, np.int32)]
+        olds = [np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.full(n, 99, np.int32)]
+        sample_candidates(nn_i, nn_new, seed, tuple(heaps), tuple(olds), threads, shift, records_max)
         for v in range(n):
             assert sorted(heaps[0][v, : heaps[2][v]].tolist()) == sampled("new", v), (bounds, v)
             assert sorted(olds[0][v, : olds[2][v]].tolist()) == sampled("old", v), (bounds, v)

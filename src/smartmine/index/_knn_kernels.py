@@ -6,8 +6,8 @@ has been offered to a local join once.
 
 One iteration has two steps:
 
-1. :func:`build_candidates` (``O(N K log S)``, parallel over disjoint ranges of candidate rows: each range scans the
-   whole table and keeps the offers to its own rows): every point's *new* and *old* candidate sets, each at most
+1. :func:`count_offers`, :func:`fill_offers`, :func:`take_offers` (``O(N K log S)``, orchestrated by
+   :func:`smartmine.index.knn_graph.sample_candidates`): every point's *new* and *old* candidate sets, each at most
    ``S`` points, drawn from its forward entries and from the reverse of everybody's entries (a reverse edge matters
    as much as a forward one). When more than ``S`` offer themselves, the ``S`` with the smallest hash priority stay,
    a hash of ``(seed, iteration, source, target)``, so the sampling is deterministic. Then :func:`clear_sampled`:
@@ -102,46 +102,70 @@ def _offer(ci, cp, cn, row, item, pri):
 
 
 @njit(**_OPTS)
-def build_candidates(nn_i, nn_new, seed, new_i, new_p, new_n, old_i, old_p, old_n, row_lo, row_hi):
-    """Step 1 of an iteration for the candidate rows ``row_lo .. row_hi-1``: fill their new and old candidate heaps
-    (``(N, S)`` ids and uint32 priorities, counts ``(N,)``) from the forward entries of those rows and the reverse
-    of everybody's entries that point into them. Each call scans the whole table but writes only its own rows, and a
-    row receives its offers in the same order whatever the split, so disjoint ranges may run in parallel and give the
-    sequential result. :func:`clear_sampled` must run after *all* ranges are done (it changes the flags read here).
+def count_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, counts):
+    """Step 1a of an iteration, for the sources ``src_lo .. src_hi-1``: ``counts[b]`` ``(B,)`` int64 is increased by
+    the number of candidate offers they make to the rows of block ``b`` (rows ``b << shift`` onwards). A source ``v``
+    offers each of its entries ``u`` of the wanted kind (new if ``want_new`` else old) to its own row and itself to
+    ``u``'s row; old offers go only to rows with new candidates (``new_n > 0``: the join reads the others' never)."""
+    k = nn_i.shape[1]
+    for v in range(src_lo, src_hi):
+        own = want_new or new_n[v] > 0
+        for j in range(k):
+            u = nn_i[v, j]
+            if u < 0 or nn_new[v, j] != want_new:
+                continue
+            if own:
+                counts[v >> shift] += 1
+            if want_new or new_n[u] > 0:
+                counts[u >> shift] += 1
+    return 0
 
-    A row without new candidates gets no old ones either (``old_n = 0``): the local join pairs a new candidate with
-    every other one, so such a row's old candidates would never be read. Late iterations, where few entries are new,
-    then skip most of the sampling (the heap offers, not the scan)."""
-    n, k = nn_i.shape
-    for v in range(row_lo, row_hi):
-        new_n[v] = 0
-        old_n[v] = 0
-    for v in range(n):  # the new candidates
-        own_v = row_lo <= v < row_hi
+
+@njit(**_OPTS)
+def fill_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, heads, rec_row, rec_item):
+    """Step 1b: the offers counted by :func:`count_offers` for the same sources, written as ``(row, item)`` records
+    ``rec_row`` / ``rec_item`` (int32) at ``heads[b]`` for block ``b`` (advanced as written), in scan order."""
+    k = nn_i.shape[1]
+    for v in range(src_lo, src_hi):
+        own = want_new or new_n[v] > 0
         for j in range(k):
             u = nn_i[v, j]
-            if u < 0 or not nn_new[v, j]:
+            if u < 0 or nn_new[v, j] != want_new:
                 continue
-            if own_v:
-                _offer(new_i, new_p, new_n, v, u, _priority(seed, v, u))
-            if row_lo <= u < row_hi:
-                _offer(new_i, new_p, new_n, u, v, _priority(seed, u, v))
-    for v in range(n):  # the old candidates, of the rows that have new ones
-        use_v = row_lo <= v < row_hi and new_n[v] > 0
-        for j in range(k):
-            u = nn_i[v, j]
-            if u < 0 or nn_new[v, j]:
-                continue
-            if use_v:
-                _offer(old_i, old_p, old_n, v, u, _priority(seed, v, u))
-            if row_lo <= u < row_hi and new_n[u] > 0:
-                _offer(old_i, old_p, old_n, u, v, _priority(seed, u, v))
+            if own:
+                b = v >> shift
+                p = heads[b]
+                rec_row[p] = v
+                rec_item[p] = u
+                heads[b] = p + 1
+            if want_new or new_n[u] > 0:
+                b = u >> shift
+                p = heads[b]
+                rec_row[p] = u
+                rec_item[p] = v
+                heads[b] = p + 1
+    return 0
+
+
+@njit(**_OPTS)
+def take_offers(seed, ci, cp, cn, starts, per_block, block_lo, block_hi, rec_row, rec_item):
+    """Step 1c: offer the records of blocks ``block_lo .. block_hi-1`` to their rows' candidate heaps (``(N, S)`` ids
+    and uint32 priorities, counts ``(N,)``; :func:`_offer` keeps the ``S`` distinct items of smallest hash priority).
+    Block ``b``'s records are ``starts[b * per_block] .. starts[(b + 1) * per_block] - 1``. Every write lands in the
+    block's rows, so blocks may run in parallel, and the heaps of one block stay in cache while its records stream
+    by: scattering each offer straight to its row, as the scan finds it, missed the cache on almost every offer
+    (about 150 ns each at 100k points, docs/BENCHMARKS.md, session 19)."""
+    for b in range(block_lo, block_hi):
+        for p in range(starts[b * per_block], starts[(b + 1) * per_block]):
+            row = rec_row[p]
+            item = rec_item[p]
+            _offer(ci, cp, cn, row, item, _priority(seed, row, item))
     return 0
 
 
 @njit(**_OPTS)
 def clear_sampled(nn_i, nn_new, seed, new_p, new_n, row_lo, row_hi):
-    """Clear the new flag of every forward entry of rows ``row_lo .. row_hi-1`` that :func:`build_candidates` sampled
+    """Clear the new flag of every forward entry of rows ``row_lo .. row_hi-1`` that the candidate sampling put
     into its point's new candidates."""
     n, k = nn_i.shape
     cap = new_p.shape[1]

@@ -75,6 +75,69 @@ def random_candidates(n: int, width: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n, width), dtype=np.int32)
 
 
+OFFER_BLOCK_SHIFT = 10  # candidate rows per block of the offer records: 1,024 (heaps of 512 KiB at S = 64)
+OFFER_RECORDS_MAX = 1 << 25  # records buffered at once (256 MiB); more sources are taken in several slabs
+
+
+def sample_candidates(
+    nn_i: np.ndarray,
+    nn_new: np.ndarray,
+    seed: int,
+    new: tuple[np.ndarray, np.ndarray, np.ndarray],
+    old: tuple[np.ndarray, np.ndarray, np.ndarray],
+    threads: int,
+    shift: int = OFFER_BLOCK_SHIFT,
+    records_max: int = OFFER_RECORDS_MAX,
+) -> None:
+    """Step 1 of an NN-descent iteration: fill the ``new`` and ``old`` candidate heaps (each ``(ids (N, S) int32,
+    priorities (N, S) uint32, counts (N,) int32)``) from the lists ``nn_i`` ``(N, K)`` and their flags ``nn_new``,
+    then clear the flag of every forward new entry that was sampled (see :mod:`smartmine.index._knn_kernels`).
+
+    The offers are first written as ``(row, item)`` records grouped by blocks of ``2**shift`` rows, in the order of
+    the scan over sources, then each block's records go to its heaps; a row therefore receives its offers in scan
+    order whatever ``threads``, ``shift`` and ``records_max`` are, and the heaps are identical to offering each one
+    straight away. Sources are taken in slabs of at most ``records_max`` records' worth (``2 K`` per source)."""
+    n, k = nn_i.shape
+    n_blocks = (n >> shift) + 1
+    slab = max(1, records_max // (2 * k))
+    rec = np.empty((2, 0), dtype=np.int32)  # (row, item) records, grown to the largest slab's
+    block_step = max(1, -(-n_blocks // (8 * threads)))
+    block_chunks = [(b, min(n_blocks, b + block_step)) for b in range(0, n_blocks, block_step)]
+    each_range = [(t, t + 1) for t in range(threads)]
+    for want_new, (ci, cp, cn) in ((1, new), (0, old)):
+        cn[:] = 0
+        for s0 in range(0, n, slab):
+            s1 = min(n, s0 + slab)
+            sources = [(s0 + (s1 - s0) * t // threads, s0 + (s1 - s0) * (t + 1) // threads) for t in range(threads)]
+            counts = np.zeros((threads, n_blocks), dtype=np.int64)
+
+            def count(t: int, _: int, want_new: int = want_new, counts: np.ndarray = counts, sources=sources) -> int:
+                lo, hi = sources[t]
+                return int(KK.count_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, counts[t]))
+
+            run_chunks(count, each_range, threads)
+            # Block-major, source-range-minor: a block's records lie together, in scan order.
+            starts = np.zeros(counts.size + 1, dtype=np.int64)
+            np.cumsum(counts.T.reshape(-1), out=starts[1:])
+            heads = starts[:-1].reshape(n_blocks, threads).T.copy()
+            if starts[-1] > rec.shape[1]:
+                rec = np.empty((2, int(starts[-1])), dtype=np.int32)
+
+            def fill(t: int, _: int, want_new: int = want_new, heads=heads, sources=sources, rec=rec) -> int:
+                lo, hi = sources[t]
+                return int(KK.fill_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, heads[t], rec[0], rec[1]))
+
+            run_chunks(fill, each_range, threads)
+
+            def take(b0: int, b1: int, ci=ci, cp=cp, cn=cn, starts=starts, rec=rec) -> int:
+                return int(KK.take_offers(seed, ci, cp, cn, starts, threads, b0, b1, rec[0], rec[1]))
+
+            run_chunks(take, block_chunks, threads)
+    parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    # Only after every offer has been taken: the flags cleared here are read by the scans above.
+    run_chunks(lambda lo, hi: int(KK.clear_sampled(nn_i, nn_new, seed, new[1], new[2], lo, hi)), parts, threads)
+
+
 @dataclass
 class KnnLists:
     """Result of :func:`nn_descent`: ``sq_dist`` ``(N, k)`` float32 ascending and ``idx`` ``(N, k)`` int64 (``-1`` /
@@ -189,14 +252,7 @@ def nn_descent(
         t1 = time.perf_counter()
         it_seed = seed * 1_000_003 + it
 
-        def candidates(lo: int, hi: int, it_seed: int = it_seed) -> int:
-            return int(KK.build_candidates(nn_i, nn_new, it_seed, new_i, new_p, new_n, old_i, old_p, old_n, lo, hi))
-
-        def clear(lo: int, hi: int, it_seed: int = it_seed) -> int:
-            return int(KK.clear_sampled(nn_i, nn_new, it_seed, new_p, new_n, lo, hi))
-
-        run_chunks(candidates, parts, threads)
-        run_chunks(clear, parts, threads)  # only after every range has read the flags
+        sample_candidates(nn_i, nn_new, it_seed, (new_i, new_p, new_n), (old_i, old_p, old_n), threads)
         t2 = time.perf_counter()
         updates = 0
         for b0 in range(0, n, chunk * per_block):
