@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from smartmine.index._prefetch import prefetch_row
+from smartmine.index._prefetch import prefetch_item, prefetch_row
 
 _OPTS = {"cache": True, "nogil": True, "boundscheck": False}
 
@@ -338,20 +338,22 @@ def join_range(
     (docs/BENCHMARKS.md, session 15)."""
     m = 0
     n = x.shape[0]
+    k_last = nn_d.shape[1] - 1
     for u in range(lo, hi):
         nn = new_n[u]
         no = old_n[u]
         # The next point's candidate rows are requested now, so their memory latency overlaps this point's pairs.
+        # Of a distance row only the last entry is read (the candidate's threshold).
         if u + 1 < n:
             for i in range(new_n[u + 1]):
                 w = new_i[u + 1, i]
                 prefetch_row(x, w)
-                prefetch_row(nn_d, w)
+                prefetch_item(nn_d, w, k_last)
                 prefetch_row(nn_i, w)
             for i in range(old_n[u + 1]):
                 w = old_i[u + 1, i]
                 prefetch_row(x, w)
-                prefetch_row(nn_d, w)
+                prefetch_item(nn_d, w, k_last)
                 prefetch_row(nn_i, w)
         if nn >= min_new and nn + no < NO_SLOT:
             m = _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr,

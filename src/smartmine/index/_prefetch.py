@@ -79,3 +79,29 @@ def prefetch_row(typingctx, arr, row):
         return context.get_dummy_value()
 
     return types.void(arr, row), codegen
+
+
+@intrinsic
+def prefetch_item(typingctx, arr, row, col):
+    """Hint that element ``arr[row, col]`` of the 2-D C-contiguous array ``arr`` will be read soon (its cache line
+    only). No bounds check is made, as in :func:`prefetch_row`."""
+    if not (
+        isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)
+        and isinstance(col, types.Integer)
+    ):  # fmt: skip
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 2)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, row, col), codegen
