@@ -140,7 +140,8 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_split():
 
     assert not offers["new"][7] and offers["old"][7]  # the case is present
 
-    # One thread, one block, one slab; three threads, blocks of 4 rows, slabs of 5 sources (the last one partial).
+    # One thread, one block, one slab; three threads, blocks of 4 rows, slabs of 5 sources (the last one partial);
+    # two threads, one block per row, slabs of 3 sources.
     for bounds in ((1, 10, 10**6), (3, 2, 2 * k * 5), (2, 0, 2 * k * 3)):
         threads, shift, records_max = bounds
         nn_new = flags.copy()

@@ -6,7 +6,7 @@ has been offered to a local join once.
 
 One iteration has two steps:
 
-1. :func:`count_offers`, :func:`fill_offers`, :func:`take_offers` (``O(N K log S)``, orchestrated by
+1. :func:`scan_offers` and :func:`take_offers` (``O(N K log S)``, orchestrated by
    :func:`smartmine.index.knn_graph.sample_candidates`): every point's *new* and *old* candidate sets, each at most
    ``S`` points, drawn from its forward entries and from the reverse of everybody's entries (a reverse edge matters
    as much as a forward one). When more than ``S`` offer themselves, the ``S`` with the smallest hash priority stay,
@@ -102,29 +102,13 @@ def _offer(ci, cp, cn, row, item, pri):
 
 
 @njit(**_OPTS)
-def count_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, counts):
-    """Step 1a of an iteration, for the sources ``src_lo .. src_hi-1``: ``counts[b]`` ``(B,)`` int64 is increased by
-    the number of candidate offers they make to the rows of block ``b`` (rows ``b << shift`` onwards). A source ``v``
-    offers each of its entries ``u`` of the wanted kind (new if ``want_new`` else old) to its own row and itself to
-    ``u``'s row; old offers go only to rows with new candidates (``new_n > 0``: the join reads the others' never)."""
-    k = nn_i.shape[1]
-    for v in range(src_lo, src_hi):
-        own = want_new or new_n[v] > 0
-        for j in range(k):
-            u = nn_i[v, j]
-            if u < 0 or nn_new[v, j] != want_new:
-                continue
-            if own:
-                counts[v >> shift] += 1
-            if want_new or new_n[u] > 0:
-                counts[u >> shift] += 1
-    return 0
-
-
-@njit(**_OPTS)
-def fill_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, heads, rec_row, rec_item):
-    """Step 1b: the offers counted by :func:`count_offers` for the same sources, written as ``(row, item)`` records
-    ``rec_row`` / ``rec_item`` (int32) at ``heads[b]`` for block ``b`` (advanced as written), in scan order."""
+def scan_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, heads, rec_row, rec_item, write):
+    """Step 1a/1b of an iteration, for the sources ``src_lo .. src_hi-1``. A source ``v`` offers each of its entries
+    ``u`` of the wanted kind (new if ``want_new`` else old) to its own row and itself to ``u``'s row; old offers go
+    only to rows with new candidates (``new_n > 0``: the join never reads the others'). Each offer to a row of block
+    ``b`` (rows ``b << shift`` onwards) advances ``heads[b]`` (int64); with ``write`` it is also stored there as a
+    ``(row, item)`` record in ``rec_row`` / ``rec_item`` (int32), in scan order. Called once with zeroed ``heads``
+    and ``write = False`` it counts the offers per block; once more with the blocks' start positions, it fills them."""
     k = nn_i.shape[1]
     for v in range(src_lo, src_hi):
         own = want_new or new_n[v] > 0
@@ -134,16 +118,16 @@ def fill_offers(nn_i, nn_new, want_new, new_n, shift, src_lo, src_hi, heads, rec
                 continue
             if own:
                 b = v >> shift
-                p = heads[b]
-                rec_row[p] = v
-                rec_item[p] = u
-                heads[b] = p + 1
+                if write:
+                    rec_row[heads[b]] = v
+                    rec_item[heads[b]] = u
+                heads[b] += 1
             if want_new or new_n[u] > 0:
                 b = u >> shift
-                p = heads[b]
-                rec_row[p] = u
-                rec_item[p] = v
-                heads[b] = p + 1
+                if write:
+                    rec_row[heads[b]] = u
+                    rec_item[heads[b]] = v
+                heads[b] += 1
     return 0
 
 

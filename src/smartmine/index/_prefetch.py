@@ -48,6 +48,16 @@ def prefetch_min_bytes() -> int:
     return L2_MULTIPLE * (cache_bytes(2) or FALLBACK_L2_BYTES)
 
 
+def _prefetch_line(builder, address) -> None:
+    """Emit ``llvm.prefetch`` of the cache line at the ``i8*`` ``address``: a read, high locality, data cache."""
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+    )
+    builder.call(fn, [address, i32(0), i32(3), i32(1)])
+
+
 @intrinsic
 def prefetch_row(typingctx, arr, row):
     """Hint that row ``row`` of the 2-D C-contiguous array ``arr`` will be read soon (every cache line of it).
@@ -62,12 +72,7 @@ def prefetch_row(typingctx, arr, row):
         zero = context.get_constant(types.intp, 0)
         row_idx = context.cast(builder, args[1], signature.args[1], types.intp)
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [row_idx, zero], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        base = builder.bitcast(ptr, i8p)
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
-        )
+        base = builder.bitcast(ptr, ir.IntType(8).as_pointer())
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(aryty.dtype)))
         ncols = builder.extract_value(ary.shape, 1)
         nbytes = builder.mul(ncols, itemsize)
@@ -75,7 +80,7 @@ def prefetch_row(typingctx, arr, row):
         with cgutils.for_range_slice(
             builder, context.get_constant(types.intp, 0), nbytes, context.get_constant(types.intp, _CACHE_LINE)
         ) as (offset, _):
-            builder.call(fn, [builder.gep(base, [offset]), i32(0), i32(3), i32(1)])
+            _prefetch_line(builder, builder.gep(base, [offset]))
         return context.get_dummy_value()
 
     return types.void(arr, row), codegen
@@ -96,12 +101,7 @@ def prefetch_item(typingctx, arr, row, col):
         ary = context.make_array(aryty)(context, builder, args[0])
         idx = [context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 2)]
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
-        )
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        _prefetch_line(builder, builder.bitcast(ptr, ir.IntType(8).as_pointer()))
         return context.get_dummy_value()
 
     return types.void(arr, row, col), codegen

@@ -111,9 +111,9 @@ def sample_candidates(
             sources = [(s0 + (s1 - s0) * t // threads, s0 + (s1 - s0) * (t + 1) // threads) for t in range(threads)]
             counts = np.zeros((threads, n_blocks), dtype=np.int64)
 
-            def count(t: int, _: int, want_new: int = want_new, counts: np.ndarray = counts, sources=sources) -> int:
+            def count(t: int, _: int, want_new: int = want_new, counts=counts, sources=sources, rec=rec) -> int:
                 lo, hi = sources[t]
-                return int(KK.count_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, counts[t]))
+                return int(KK.scan_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, counts[t], *rec, False))
 
             run_chunks(count, each_range, threads)
             # Block-major, source-range-minor: a block's records lie together, in scan order.
@@ -125,7 +125,7 @@ def sample_candidates(
 
             def fill(t: int, _: int, want_new: int = want_new, heads=heads, sources=sources, rec=rec) -> int:
                 lo, hi = sources[t]
-                return int(KK.fill_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, heads[t], rec[0], rec[1]))
+                return int(KK.scan_offers(nn_i, nn_new, want_new, new[2], shift, lo, hi, heads[t], *rec, True))
 
             run_chunks(fill, each_range, threads)
 
