@@ -6,11 +6,12 @@ Data: the overlapping-class set of ``benchmarks/mining_cost.py`` (N 64-d points 
 point itself dropped from its list), and a **warm start**: the embeddings move by ``--drift`` (Gaussian noise of that
 standard deviation per coordinate, 10 % of the within-class spread by default, standing in for one epoch of training)
 and ``nn_descent(x_moved, k, init=previous lists)`` runs. Recall@k on 1,000 sampled points against exact search
-(``exact_knn`` on the sample only). Each method runs ``--repeats`` times round-robin after a warm-up on 2,000 points;
-medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
+(``exact_knn`` on the sample only). With ``--no-forest``, also ``nn_descent(x, k, n_trees=0)``: the start without a
+random-projection forest (sessions 4-19). Each method runs ``--repeats`` times round-robin after a warm-up on 2,000
+points; medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
 
     python benchmarks/knn_graph.py --sizes 100000
-    python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 1
+    python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 2 --no-forest
 
 Prints a Markdown table.
 """
@@ -49,10 +50,12 @@ def run_exact(x: np.ndarray, k: int) -> np.ndarray:
     return ExactIndex().build(x).neighbours(k)[1]
 
 
-def run_ours(x: np.ndarray, k: int, threads: int, init: np.ndarray | None = None) -> np.ndarray:
+def run_ours(
+    x: np.ndarray, k: int, threads: int, init: np.ndarray | None = None, n_trees: int | None = None
+) -> np.ndarray:
     from smartmine.index.knn_graph import nn_descent
 
-    return nn_descent(x, k, init=init, n_threads=threads, seed=0).idx
+    return nn_descent(x, k, init=init, n_threads=threads, seed=0, n_trees=n_trees).idx
 
 
 def run_pynndescent(x: np.ndarray, k: int, threads: int) -> np.ndarray | None:
@@ -86,6 +89,9 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
             truth_m,
         ),
     }
+    if args.no_forest:
+        cases["smartmine nn_descent, no forest (n_trees=0)"] = (lambda: run_ours(x, args.k, args.threads, n_trees=0),
+                                                                 rows, truth)  # fmt: skip
     if n <= args.exact_max:
         cases["exact (ExactIndex.neighbours)"] = (lambda: run_exact(x, args.k), rows, truth)
     times: dict[str, list[float]] = {m: [] for m in cases}
@@ -111,6 +117,7 @@ def main() -> None:
     p.add_argument("--drift", type=float, default=0.1, help="per-coordinate noise of the warm-start epoch")
     p.add_argument("--exact-max", type=int, default=200_000, help="skip exact search above this N")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-forest", action="store_true", help="also run nn_descent with the start of sessions 4-19")
     args = p.parse_args()
     import numba
     import torch

@@ -1,14 +1,14 @@
 """Approximate all-points k-NN lists by NN-descent (Dong, Charikar & Li, WWW 2011), parallel and deterministic.
 
-:func:`nn_descent` returns every point's ``k`` nearest other points. It starts from the leaf neighbourhoods of a
-random-projection tree (as pynndescent does; here one tree's leaf order, each point taking the points around it in
-that order), or from caller-given candidates (a warm start: last epoch's lists), and improves the lists by local
-joins until an iteration changes fewer than ``delta * N * k`` entries. The kernels are in
-:mod:`smartmine.index._knn_kernels`; each join writes only its own points' rows, so the result for a fixed seed does
-not depend on the thread count.
+:func:`nn_descent` returns every point's ``k`` nearest other points. It starts from the leaves of a forest of
+random-projection trees (as pynndescent does: every pair of points sharing a leaf is offered to both lists, plus a
+few random entries per list; :func:`forest_start`), or from caller-given candidates (a warm start: last epoch's
+lists), and improves the lists by local joins until an iteration changes fewer than ``delta * N * k`` entries. The
+kernels are in :mod:`smartmine.index._knn_kernels` and :mod:`smartmine.index._forest_kernels`; each join writes only
+its own points' rows, so the result for a fixed seed does not depend on the thread count.
 
-Points are processed in the tree's leaf order (a memory-layout choice: the vectors a join touches together then sit
-together); results are returned in the caller's order.
+Points are processed in the leaf order of one more tree (:func:`spatial_order`; a memory-layout choice: the vectors
+a join touches together then sit together); results are returned in the caller's order.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from smartmine._threads import run_chunks
+from smartmine.index import _forest_kernels as FK
 from smartmine.index import _knn_kernels as KK
 
 
@@ -73,6 +74,68 @@ def run_rows(
 def random_candidates(n: int, width: int, seed: int) -> np.ndarray:
     """``(n, width)`` int32 uniform random ids (repeats and self allowed; the kernels skip them)."""
     return np.random.default_rng(seed).integers(0, n, size=(n, width), dtype=np.int32)
+
+
+FOREST_RANDOM = 16  # random entries per starting list besides the forest's leaves
+
+
+def default_trees(n: int) -> int:
+    """Trees of the forest start for ``n`` points: ``2 log10 n`` clipped to 3..12 (pynndescent's rule; 12 at 1M)."""
+    return max(3, min(12, round(2.0 * np.log10(max(n, 2)))))
+
+
+def default_leaf_size(k: int) -> int:
+    """Largest leaf of the forest start for lists of ``k``: ``5 k`` clipped to 60..256 (pynndescent's rule)."""
+    return max(60, min(256, 5 * k))
+
+
+def forest_start(
+    xs: np.ndarray,
+    nn_i: np.ndarray,
+    nn_d: np.ndarray,
+    nn_new: np.ndarray,
+    n_trees: int,
+    leaf_size: int,
+    seed: int,
+    threads: int,
+) -> int:
+    """Improve the lists ``nn_i`` / ``nn_d`` / ``nn_new`` (``(N, K)``, as :func:`nn_descent` keeps them, of the rows
+    of ``xs``) with the leaves of ``n_trees`` random-projection trees (leaves of at most ``leaf_size`` points; see
+    :mod:`smartmine.index._forest_kernels`): every pair in a leaf is offered to both lists. Trees are built
+    ``threads`` at a time, each tree's leaves joined in parallel; the lists do not depend on ``threads``. Returns the
+    number of insertions."""
+    n, k = nn_i.shape
+    local = threading.local()  # each thread's scratch of the leaf joins
+
+    def build(t: int, _: int) -> tuple[np.ndarray, np.ndarray, int]:
+        order = np.empty(n, dtype=np.int32)
+        starts = np.empty(n + 1, dtype=np.int32)
+        stack = np.empty((2, n + 1), dtype=np.int64)
+        leaves = FK.build_tree(xs, seed * 7_919 + t + 1, leaf_size, order, starts, stack, np.empty(n, dtype=np.int32))
+        return order, starts, int(leaves)
+
+    def join(lo: int, hi: int, order: np.ndarray, starts: np.ndarray) -> int:
+        if not hasattr(local, "s"):
+            local.s = (
+                np.empty((leaf_size, leaf_size), dtype=np.float32),
+                np.empty(leaf_size + 1, dtype=np.int32),
+                np.empty(leaf_size + 1, dtype=np.float32),
+                np.empty(k, dtype=np.int32),
+                np.empty(k, dtype=np.float32),
+                np.empty(k, dtype=np.uint8),
+            )
+        return int(FK.join_leaves(xs, order, starts, lo, hi, nn_i, nn_d, nn_new, *local.s))
+
+    inserted = 0
+    for t0 in range(0, n_trees, threads):
+        # Trees are independent: build one per thread, then join their leaves tree by tree (within one tree the
+        # leaves are disjoint, so its leaves can be joined in parallel without two threads writing one row).
+        for order, starts, leaves in run_chunks(build, [(t, t + 1) for t in range(t0, min(n_trees, t0 + threads))],
+                                                threads):  # fmt: skip
+            step = max(1, -(-leaves // (16 * threads)))
+            bounds = [(lo, min(leaves, lo + step)) for lo in range(0, leaves, step)]
+            inserted += sum(run_chunks(lambda lo, hi, o=order, s=starts: join(lo, hi, o, s), bounds, threads))
+    return inserted
 
 
 OFFER_BLOCK_SHIFT = 10  # candidate rows per block of the offer records: 1,024 (heaps of 512 KiB at S = 64)
@@ -160,6 +223,8 @@ def nn_descent(
     n_threads: int | None = None,
     order: np.ndarray | None = None,
     rejoin_shift: int | None = None,
+    n_trees: int | None = None,
+    leaf_size: int | None = None,
 ) -> KnnLists:
     """Approximate ``k`` nearest other points of every row of ``x``.
 
@@ -167,7 +232,7 @@ def nn_descent(
         x: ``(N, D)`` float32, C-contiguous, finite (not checked here).
         k: list length, ``1 <= k < N``.
         init: optional ``(N, C)`` int candidate ids per point (``-1`` ignored; out-of-range ids are an error): the
-            starting lists are the ``k`` nearest of them (a warm start). Default: random-projection-tree windows.
+            starting lists are the ``k`` nearest of them (a warm start; no forest is built). Default: the forest.
         max_candidates: ``S``, the new and the old candidates sampled per point per iteration (default
             ``min(k, 64)``). More: fewer iterations, more work per iteration (pairs per point grow as ``S²``). At
             100k × 64, k = 64, overlapping classes: S = 32 took 34.8 s for recall 0.952 (iteration cap reached),
@@ -180,18 +245,33 @@ def nn_descent(
         rejoin_shift: with ``init`` whose first ``k`` columns are the previous lists in their old order (a warm
             start): only entries that are new to a list or moved more than this many ranks take part in the first
             local join as new; the others were joined last time. ``None`` (default): every entry is new.
+        n_trees: trees of the cold start's forest (default :func:`default_trees`: 3 to 12, 12 from 1M points);
+            ``0``: the start of sessions 4-19 instead, the windows of the processing order's tree and ``k`` random
+            entries per list. At 1M × 64, k = 64, overlapping classes, 12 trees took the whole run from 335 s to
+            about 250 s at recall 0.893 instead of 0.880 (docs/BENCHMARKS.md, session 20).
+        leaf_size: largest leaf of the forest (default :func:`default_leaf_size`: ``5 k`` clipped to 60..256).
     """
     t0 = time.perf_counter()
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k: expected 1 <= k < {n} (the number of points), got {k}")
+    if n_trees is not None and n_trees < 0:
+        raise ValueError(f"n_trees: expected >= 0 or None, got {n_trees}")
+    if leaf_size is not None and leaf_size < 2:
+        raise ValueError(f"leaf_size: expected >= 2 (a leaf pairs its points) or None, got {leaf_size}")
     threads = n_threads if n_threads is not None else numba.get_num_threads()
     perm = spatial_order(x, seed) if order is None else np.asarray(order, dtype=np.int64)
     # The identity order (FanngIndex's, whose vertices are already in tree order) needs no renumbering: at 100k
     # points and 128 candidates each, the copies of ids through the permutation took longer than the re-ranking.
     identity = bool(np.array_equal(perm, np.arange(n)))
     xs = np.ascontiguousarray(x) if identity else np.ascontiguousarray(x[perm])
-    if init is None:
+    trees = default_trees(n) if n_trees is None else n_trees
+    if init is None and trees > 0:
+        # The forest supplies the neighbourhoods; a few random entries per list keep long-range links for the joins.
+        # (Its first tree's windows and k random entries, the start without a forest, cost more and gave the same
+        # lists at 100k and 1M: docs/BENCHMARKS.md, session 20.)
+        cand = random_candidates(n, min(FOREST_RANDOM, n), seed)
+    elif init is None:
         cand = np.concatenate([window_candidates(n, k + 1), random_candidates(n, k, seed)], axis=1)
     else:
         init = np.asarray(init)
@@ -219,6 +299,9 @@ def nn_descent(
         return KK.init_range(xs, cand, lo, hi, nn_i, nn_d, nn_new, seen, 0, buf_i, buf_d)
 
     run_rows(n, threads, scratch, init_rows)
+    if init is None and trees > 0:
+        forest_start(xs, nn_i, nn_d, nn_new, trees, default_leaf_size(k) if leaf_size is None else leaf_size, seed,
+                     threads)  # fmt: skip
     if init is not None and rejoin_shift is not None:
         if rejoin_shift < 0:
             raise ValueError(f"rejoin_shift: expected >= 0 or None, got {rejoin_shift}")
