@@ -247,8 +247,8 @@ def nn_descent(
             local join as new; the others were joined last time. ``None`` (default): every entry is new.
         n_trees: trees of the cold start's forest (default :func:`default_trees`: 3 to 12, 12 from 1M points);
             ``0``: the start of sessions 4-19 instead, the windows of the processing order's tree and ``k`` random
-            entries per list. At 1M × 64, k = 64, overlapping classes, 12 trees took the whole run from 335 s to
-            about 250 s at recall 0.893 instead of 0.880 (docs/BENCHMARKS.md, session 20).
+            entries per list. At 1M × 64, k = 64, overlapping classes, 12 trees took the whole run from 329 s to
+            264 s at recall 0.893 instead of 0.880 (pynndescent: 239 s at 0.889; docs/BENCHMARKS.md, session 20).
         leaf_size: largest leaf of the forest (default :func:`default_leaf_size`: ``5 k`` clipped to 60..256).
     """
     t0 = time.perf_counter()
