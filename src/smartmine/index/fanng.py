@@ -147,14 +147,15 @@ class FanngIndex(NeighbourIndex):
             ``numba.get_num_threads()``); the compiled kernels release the GIL and run on disjoint row ranges. Results
             do not depend on it. Traverse-Add itself is sequential.
         construction: ``"nn_descent"`` (default, ours, parallel; :mod:`smartmine.index.fanng_build`): candidate edges
-            from approximate ``knn_k``-NN lists (NN-descent), occlusion-pruned per vertex, reverse edges re-pruned,
-            then Traverse-Add on the random pairs downhill search still misses (``target_success``) and the
-            reachability repair. ``"insert"`` (ours, parallel; :mod:`smartmine.index.fanng_insert`): batched
+            from approximate ``knn_k``-NN lists (NN-descent), occlusion-pruned per vertex, reverse edges re-pruned, then
+            Traverse-Add on the random pairs downhill search still misses (``target_success``) and the reachability
+            repair (at 100k × 64 5.5-6.2 s against hnswlib's 6.3-7.1 s since NN-descent starts from a forest,
+            docs/BENCHMARKS.md, session 20). ``"insert"`` (ours, parallel; :mod:`smartmine.index.fanng_insert`): batched
             insertion, each vertex's edges chosen by occlusion from a beam search of the graph so far, reverse edges
-            re-pruned, then the same random pairs and repair; the fastest build for search-only use (at 100k × 64
-            about hnswlib's build time, docs/BENCHMARKS.md, session 16), but no lists are kept: ``neighbours``
-            searches and ``update`` builds cold. ``"traverse_add"``: the paper's sequential Traverse-Add from an
-            empty graph, then ``refine`` passes (``refine*`` apply to this construction only).
+            re-pruned, then the same random pairs and repair; the fastest build for search-only use (at 100k × 64 about
+            hnswlib's build time, docs/BENCHMARKS.md, session 16), but no lists are kept: ``neighbours`` searches and
+            ``update`` builds cold. ``"traverse_add"``: the paper's sequential Traverse-Add from an empty graph, then
+            ``refine`` passes (``refine*`` apply to this construction only).
         knn_k: neighbours per vertex of the NN-descent lists (default 32); also the list length :meth:`neighbours`
             answers from without a further pass. Larger: better graph, slower build.
         knn_iters: NN-descent iteration cap (default 10; it stops earlier once an iteration changes < 0.1 %).
