@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit
 
 from smartmine.index._knn_kernels import _OPTS, _pair, _priority
-from smartmine.index._prefetch import prefetch_row
 
 
 @njit(**_OPTS)
@@ -145,16 +144,9 @@ def join_leaves(x, order, leaf_start, leaf_lo, leaf_hi, nn_i, nn_d, nn_new, dmat
         s = leaf_start[leaf]
         e = leaf_start[leaf + 1]
         m = e - s
-        e_next = leaf_start[leaf + 1 + (leaf + 1 < leaf_hi)]
+        # (Prefetching the next leaf's rows here was measured and changed nothing: docs/BENCHMARKS.md, session 20.)
         for i in range(m):
             a = order[s + i]
-            # The next leaf's points are scattered over memory: request their rows while this leaf computes.
-            if e + i < e_next:
-                w = order[e + i]
-                prefetch_row(x, w)
-                prefetch_row(nn_d, w)
-                prefetch_row(nn_i, w)
-                prefetch_row(nn_new, w)
             dmat[i, i] = np.inf
             for j in range(i + 1, m):
                 d = _pair(x, a, order[s + j])

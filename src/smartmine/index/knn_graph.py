@@ -268,8 +268,8 @@ def nn_descent(
     trees = default_trees(n) if n_trees is None else n_trees
     if init is None and trees > 0:
         # The forest supplies the neighbourhoods; a few random entries per list keep long-range links for the joins.
-        # (Its first tree's windows and k random entries, the start without a forest, cost more and gave the same
-        # lists at 100k and 1M: docs/BENCHMARKS.md, session 20.)
+        # (The windows and k random entries of the start without a forest cost more on top of it and gave the same
+        # recall and insertions per iteration at 100k and 1M: docs/BENCHMARKS.md, session 20.)
         cand = random_candidates(n, min(FOREST_RANDOM, n), seed)
     elif init is None:
         cand = np.concatenate([window_candidates(n, k + 1), random_candidates(n, k, seed)], axis=1)
