@@ -44,11 +44,16 @@ def test_tree_of_identical_points_cuts_groups_in_the_middle():
     assert (np.diff(starts) <= 6).all() and starts[-1] == 40
 
 
-def test_forest_start_keeps_the_nearest_of_the_lists_and_all_leaf_mates():
+@pytest.mark.parametrize("k, leaf", [(7, 12), (40, 90)])
+def test_forest_start_keeps_the_nearest_of_the_lists_and_all_leaf_mates(k, leaf):
     """After ``forest_start`` every list is the ``K`` smallest ``(distance, id)`` among its starting entries and the
-    points sharing a leaf with it in any tree (NumPy brute force over that union), for any thread count."""
+    points sharing a leaf with it in any tree (NumPy brute force over that union), for any thread count. Leaves of 90
+    with 3 starting entries per list send more than ``SORT_KEYS_FROM`` leaf-mates into one merge (the key sort);
+    repeated points make ties in distance, broken by id."""
+    assert leaf == 12 or leaf > FK.SORT_KEYS_FROM
     x = clustered(400, 5, 6, spread=0.4)
-    n, k, trees, leaf, seed = 400, 7, 3, 12, 4
+    x[1::40] = x[0::40]  # ten pairs of identical points
+    n, trees, seed = 400, 3, 4
     init = np.random.default_rng(0).integers(0, n, size=(n, 3)).astype(np.int32)
     results = []
     for threads in (1, 3):

@@ -14,8 +14,10 @@ from numba import njit
 
 from smartmine.index._knn_kernels import _OPTS, _pair, _priority
 
+SORT_KEYS_FROM = 32  # more candidates than this in one row: sort keys instead of an insertion sort
 
-@njit(**_OPTS)
+
+@njit(fastmath=True, **_OPTS)  # the 64-term dot products vectorise only with reassociation
 def build_tree(x, seed, leaf_size, order, leaf_start, stack, tmp):
     """One random-projection tree over the rows of ``x`` (``(N, D)`` float32): fills ``order`` (``(N,)`` int32, the
     points grouped leaf by leaf) and ``leaf_start`` (``(N + 1,)`` int32; leaf ``l`` is ``order[leaf_start[l]:
@@ -89,22 +91,33 @@ def build_tree(x, seed, leaf_size, order, leaf_start, stack, tmp):
 
 
 @njit(**_OPTS)
-def _merge_row(nn_i, nn_d, nn_new, a, acc_i, acc_d, c, out_i, out_d, out_new):
+def _merge_row(nn_i, nn_d, nn_new, a, acc_i, acc_d, c, out_i, out_d, out_new, keys):
     """Merge ``c`` candidates ``acc_i[:c]`` / ``acc_d[:c]`` (distinct ids; capacity at least ``c + 1``) into ``a``'s
     ascending row: the row becomes the ``K`` smallest ``(distance, id)`` of both, without repeats, candidates flagged
     new (what :func:`_insert` gives for the candidates one by one, in one pass instead of a shift per insertion).
-    Scratch ``out_*`` ``(K,)``. Returns the number of candidates that entered the row."""
+    Scratch ``out_*`` ``(K,)``, ``keys`` ``(c,)`` uint64. Returns the number of candidates that entered the row."""
     k = nn_i.shape[1]
-    for j in range(1, c):  # insertion sort by (distance, id): few candidates pass a row's threshold
-        w = acc_i[j]
-        d = acc_d[j]
-        t = j - 1
-        while t >= 0 and (acc_d[t] > d or (acc_d[t] == d and acc_i[t] > w)):
-            acc_i[t + 1] = acc_i[t]
-            acc_d[t + 1] = acc_d[t]
-            t -= 1
-        acc_i[t + 1] = w
-        acc_d[t + 1] = d
+    if c > SORT_KEYS_FROM:
+        # Many candidates (the first trees, whose rows are still mostly empty): insertion sort is quadratic, so sort
+        # (distance, id) keys. A non-negative float32's bits order like the float, so one uint64 compares both.
+        bits = acc_d.view(np.uint32)
+        for j in range(c):
+            keys[j] = (np.uint64(bits[j]) << np.uint64(32)) | np.uint64(acc_i[j])
+        keys[:c].sort()
+        for j in range(c):
+            acc_i[j] = np.int32(keys[j] & np.uint64(0xFFFFFFFF))
+            bits[j] = np.uint32(keys[j] >> np.uint64(32))
+    else:
+        for j in range(1, c):  # insertion sort by (distance, id): few candidates pass a row's threshold
+            w = acc_i[j]
+            d = acc_d[j]
+            t = j - 1
+            while t >= 0 and (acc_d[t] > d or (acc_d[t] == d and acc_i[t] > w)):
+                acc_i[t + 1] = acc_i[t]
+                acc_d[t + 1] = acc_d[t]
+                t -= 1
+            acc_i[t + 1] = w
+            acc_d[t + 1] = d
     acc_d[c] = np.inf  # sentinel: ordered after every row entry
     acc_i[c] = np.iinfo(np.int32).max
     r = 0
@@ -132,12 +145,14 @@ def _merge_row(nn_i, nn_d, nn_new, a, acc_i, acc_d, c, out_i, out_d, out_new):
 
 
 @njit(**_OPTS)
-def join_leaves(x, order, leaf_start, leaf_lo, leaf_hi, nn_i, nn_d, nn_new, dmat, acc_i, acc_d, out_i, out_d, out_new):
+def join_leaves(
+    x, order, leaf_start, leaf_lo, leaf_hi, nn_i, nn_d, nn_new, dmat, acc_i, acc_d, out_i, out_d, out_new, keys
+):
     """Offer every pair of points in each of the leaves ``leaf_lo .. leaf_hi-1`` (of one tree) to both points'
     lists: a list keeps the ``K`` smallest ``(distance, id)`` of its entries and its leaf-mates, the newcomers
     flagged new. The leaf's distances are computed once into ``dmat`` (``(L, L)`` float32 scratch, ``L`` the largest
     leaf), then each row takes its leaf-mates below its last entry in one merge (:func:`_merge_row`; scratch
-    ``acc_*`` ``(L + 1,)``, ``out_*`` ``(K,)``). Returns the number of insertions."""
+    ``acc_*`` ``(L + 1,)``, ``out_*`` ``(K,)``, ``keys`` ``(L,)`` uint64). Returns the number of insertions."""
     k = nn_i.shape[1]
     ins = 0
     for leaf in range(leaf_lo, leaf_hi):
@@ -164,5 +179,5 @@ def join_leaves(x, order, leaf_start, leaf_lo, leaf_hi, nn_i, nn_d, nn_new, dmat
                 acc_d[c] = d
                 c += (d < thr_d) | ((d == thr_d) & (b < thr_i))
             if c:
-                ins += _merge_row(nn_i, nn_d, nn_new, a, acc_i, acc_d, c, out_i, out_d, out_new)
+                ins += _merge_row(nn_i, nn_d, nn_new, a, acc_i, acc_d, c, out_i, out_d, out_new, keys)
     return ins

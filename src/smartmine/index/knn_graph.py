@@ -123,6 +123,7 @@ def forest_start(
                 np.empty(k, dtype=np.int32),
                 np.empty(k, dtype=np.float32),
                 np.empty(k, dtype=np.uint8),
+                np.empty(leaf_size, dtype=np.uint64),
             )
         return int(FK.join_leaves(xs, order, starts, lo, hi, nn_i, nn_d, nn_new, *local.s))
 
