@@ -7,11 +7,14 @@ point itself dropped from its list), and a **warm start**: the embeddings move b
 standard deviation per coordinate, 10 % of the within-class spread by default, standing in for one epoch of training)
 and ``nn_descent(x_moved, k, init=previous lists)`` runs. Recall@k on 1,000 sampled points against exact search
 (``exact_knn`` on the sample only). With ``--no-forest``, also ``nn_descent(x, k, n_trees=0)``: the start without a
-random-projection forest (sessions 4-19). Each method runs ``--repeats`` times round-robin after a warm-up on 2,000
-points; medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
+random-projection forest (sessions 4-19). ``--max-candidates S`` sets both NN-descents' candidates per point and
+iteration (``max_candidates``; default each one's own: 64 ours, 60 pynndescent's), ``--skip-warm`` drops the warm
+start. Each method runs ``--repeats`` times round-robin after a warm-up on 2,000 points (every run's seconds go to
+stderr as it ends); medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
 
     python benchmarks/knn_graph.py --sizes 100000
     python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 2 --no-forest
+    python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 1 --skip-warm --max-candidates 128
 
 Prints a Markdown table.
 """
@@ -51,19 +54,26 @@ def run_exact(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def run_ours(
-    x: np.ndarray, k: int, threads: int, init: np.ndarray | None = None, n_trees: int | None = None
+    x: np.ndarray,
+    k: int,
+    threads: int,
+    init: np.ndarray | None = None,
+    n_trees: int | None = None,
+    max_candidates: int | None = None,
 ) -> np.ndarray:
     from smartmine.index.knn_graph import nn_descent
 
-    return nn_descent(x, k, init=init, n_threads=threads, seed=0, n_trees=n_trees).idx
+    return nn_descent(x, k, init=init, n_threads=threads, seed=0, n_trees=n_trees, max_candidates=max_candidates).idx
 
 
-def run_pynndescent(x: np.ndarray, k: int, threads: int) -> np.ndarray | None:
+def run_pynndescent(x: np.ndarray, k: int, threads: int, max_candidates: int | None = None) -> np.ndarray | None:
     try:
         import pynndescent
     except ImportError:
         return None
-    idx = pynndescent.NNDescent(x, n_neighbors=k + 1, random_state=0, n_jobs=threads).neighbor_graph[0]
+    idx = pynndescent.NNDescent(
+        x, n_neighbors=k + 1, random_state=0, n_jobs=threads, max_candidates=max_candidates
+    ).neighbor_graph[0]
     own = idx == np.arange(x.shape[0])[:, None]
     own[~own.any(axis=1), -1] = True  # rows without themselves: drop the farthest
     keep = ~(own & (np.cumsum(own, axis=1) == 1))
@@ -79,16 +89,18 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
     w = x[:2000]  # warm-up: compilation / numba cache loads
     run_ours(w, 8, args.threads)
     run_pynndescent(w, 8, args.threads)
-    prev = run_ours(x, args.k, args.threads)
+    s = args.max_candidates
     cases = {
-        "smartmine nn_descent": (lambda: run_ours(x, args.k, args.threads), rows, truth),
-        "pynndescent": (lambda: run_pynndescent(x, args.k, args.threads), rows, truth),
-        "smartmine nn_descent, warm start after drift": (
-            lambda: run_ours(moved, args.k, args.threads, init=prev),
+        "smartmine nn_descent": (lambda: run_ours(x, args.k, args.threads, max_candidates=s), rows, truth),
+        "pynndescent": (lambda: run_pynndescent(x, args.k, args.threads, max_candidates=s), rows, truth),
+    }
+    if not args.skip_warm:
+        prev = run_ours(x, args.k, args.threads, max_candidates=s)
+        cases["smartmine nn_descent, warm start after drift"] = (
+            lambda: run_ours(moved, args.k, args.threads, init=prev, max_candidates=s),
             rows_m,
             truth_m,
-        ),
-    }
+        )
     if args.no_forest:
         cases["smartmine nn_descent, no forest (n_trees=0)"] = (lambda: run_ours(x, args.k, args.threads, n_trees=0),
                                                                  rows, truth)  # fmt: skip
@@ -101,6 +113,7 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
             t = time.perf_counter()
             found[m] = fn()
             times[m].append(time.perf_counter() - t)
+            print(f"{n:,} {m}: {times[m][-1]:.2f} s", file=sys.stderr, flush=True)
     for m, (_, r, tr) in cases.items():
         if found[m] is None:
             print(f"| {n:,} | {m} | not installed | |")
@@ -118,13 +131,16 @@ def main() -> None:
     p.add_argument("--exact-max", type=int, default=200_000, help="skip exact search above this N")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-forest", action="store_true", help="also run nn_descent with the start of sessions 4-19")
+    p.add_argument("--max-candidates", type=int, default=None, help="both NN-descents' max_candidates")
+    p.add_argument("--skip-warm", action="store_true", help="no warm start")
     args = p.parse_args()
     import numba
     import torch
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    print(f"{args.dim}-d, classes of ~60, spread 1.0, k = {args.k}, {args.threads} threads, drift {args.drift}\n")
+    print(f"{args.dim}-d, classes of ~60, spread 1.0, k = {args.k}, {args.threads} threads, drift {args.drift}, "
+          f"max_candidates {args.max_candidates or 'default'}\n")  # fmt: skip
     print("| N | method | seconds (median) | recall@k |")
     print("|---:|---|---:|---:|")
     for n in args.sizes:
