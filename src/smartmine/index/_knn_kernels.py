@@ -259,13 +259,14 @@ def _take_slots(row, count, slot, ids, c):
 
 
 @njit(**_OPTS)
-def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr):
+def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr, blk):
     """:func:`join_range`'s local join of point ``u`` for many new candidates: the same updates as the per-pair path
     (:func:`_join_one`), but "already listed" is looked up in a ``c x c`` table filled by one pass over each
     candidate's list (``c * K`` reads) instead of a scan of a list per pair that passes the distance test (up to
-    ``c² K``), and a candidate both new and old is paired once. Scratch: ``slot`` ``(N + 1,)`` uint8 of
-    :data:`NO_SLOT` (restored on return), ``ids`` / ``thr`` / ``dr`` ``(2S,)``, ``listed`` ``(2S, 2S + 1)`` uint8.
-    Returns the new number of buffered updates."""
+    ``c² K``), and a candidate both new and old is paired once. The candidates' vectors are copied into ``blk``
+    once, so the ``c²/2`` distances read one contiguous block (the same floats as from ``x``). Scratch: ``slot``
+    ``(N + 1,)`` uint8 of :data:`NO_SLOT` (restored on return), ``ids`` / ``thr`` / ``dr`` ``(2S,)``, ``listed``
+    ``(2S, 2S + 1)`` uint8, ``blk`` ``(2S, D)`` float32. Returns the new number of buffered updates."""
     n = x.shape[0]
     k = nn_d.shape[1]
     c_new = _take_slots(new_i[u], new_n[u], slot, ids, 0)
@@ -274,9 +275,12 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
     for s in range(c):
         for t in range(c + 1):
             listed[s, t] = 0
+    dim = x.shape[1]
     for s in range(c):
         w = ids[s]
         thr[s] = nn_d[w, k - 1]
+        for t in range(dim):
+            blk[s, t] = x[w, t]
         for j in range(k):
             z = nn_i[w, j]
             t = slot[z if z >= 0 else n]
@@ -285,7 +289,7 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
         a = ids[i]
         ta = thr[i]
         for j in range(i + 1, c):  # the distances first: a tight loop without branches
-            dr[j] = _pair(x, a, ids[j])
+            dr[j] = _pair(blk, i, j)
         for j in range(i + 1, c):
             d = dr[j]
             if d <= ta and listed[i, j] == 0:
@@ -305,7 +309,7 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
 
 @njit(**_OPTS)
 def join_range(
-    x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, out_d, slot, ids, thr, listed, dr, min_new
+    x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, out_d, slot, ids, thr, listed, dr, blk, min_new
 ):
     """Local join of the candidates of points ``lo .. hi-1`` (the paper's, push style): every pair ``(a, b)`` of a
     point's candidates with ``a`` new and ``b`` new (once per pair) or old gets its distance computed; it becomes an
@@ -341,7 +345,7 @@ def join_range(
                 prefetch_row(nn_i, w)
         if nn >= min_new and nn + no < NO_SLOT:
             m = _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr,
-                             listed, dr)  # fmt: skip
+                             listed, dr, blk)  # fmt: skip
             continue
         for i in range(nn):
             a = new_i[u, i]

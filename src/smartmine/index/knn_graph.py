@@ -331,6 +331,7 @@ def nn_descent(
     thr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
     listed = np.empty((per_block, 2 * s_cap, 2 * s_cap + 1), dtype=np.uint8)
     dr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
+    blk = np.empty((per_block, 2 * s_cap, x.shape[1]), dtype=np.float32)
     parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
     for it in range(max_iters):
         t1 = time.perf_counter()
@@ -347,7 +348,7 @@ def nn_descent(
                 c = (lo - b0) // chunk
                 counts[c] = KK.join_range(
                     xs, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, upd_a[c], upd_b[c], upd_d[c],
-                    slots[c], ids[c], thr[c], listed[c], dr[c], KK.MATRIX_MIN_NEW,
+                    slots[c], ids[c], thr[c], listed[c], dr[c], blk[c], KK.MATRIX_MIN_NEW,
                 )  # fmt: skip
 
             t3 = time.perf_counter()
