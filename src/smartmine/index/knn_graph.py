@@ -206,7 +206,7 @@ def sample_candidates(
 class KnnLists:
     """Result of :func:`nn_descent`: ``sq_dist`` ``(N, k)`` float32 ascending and ``idx`` ``(N, k)`` int64 (``-1`` /
     ``inf`` only where fewer than ``k`` other points exist), in the caller's point order; ``stats`` holds iterations,
-    updates per iteration, distance-free counters and seconds."""
+    updates per iteration (``history``), distance-free counters and seconds (in all, per phase and per iteration)."""
 
     sq_dist: np.ndarray
     idx: np.ndarray
@@ -317,6 +317,7 @@ def nn_descent(
     old_p = np.empty((n, s_cap), dtype=np.uint32)
     old_n = np.empty(n, dtype=np.int32)
     history: list[int] = []
+    per_iteration: list[float] = []
     t_cand = t_join = t_emit = 0.0
     chunk = 256  # points whose local joins fill one update buffer
     per_block = 2 * threads
@@ -362,6 +363,7 @@ def nn_descent(
         t_cand += t2 - t1
         t_join += time.perf_counter() - t2
         history.append(updates)
+        per_iteration.append(time.perf_counter() - t1)
         if updates <= delta * n * k:
             break
     if identity:
@@ -376,6 +378,7 @@ def nn_descent(
         "candidates": float(s_cap),
         "updates_last": float(history[-1]) if history else 0.0,
         "history": history,
+        "seconds_per_iteration": per_iteration,
         "seconds_init": t_init,
         "seconds_candidates": t_cand,
         "seconds_join": t_join,
