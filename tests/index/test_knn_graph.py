@@ -157,14 +157,16 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_split():
 
 
 @pytest.mark.parametrize("min_new", [0, 10**6])
-def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new):
+@pytest.mark.parametrize("s", [24, 70])
+def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new, s):
     """Both paths of ``join_range`` (a table of listed pairs for points with many new candidates, a scan per pair
     otherwise) against the rule restated in NumPy: every pair of a point's candidates with a new end, each way where
-    the distance is within the target's last entry and the other point is not in its list yet."""
+    the distance is within the target's last entry and the other point is not in its list yet. ``s = 70``: up to
+    140 candidates per point, beyond the two register words of the table (128 slots)."""
     from smartmine.index import _knn_kernels as KK
 
     rng = np.random.default_rng(5)
-    n, dim, k, s = 80, 6, 7, 24
+    n, dim, k = 300, 6, 7
     x = rng.normal(size=(n, dim)).astype(np.float32)
     d_all = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     nn_i = np.empty((n, k), dtype=np.int32)
@@ -177,6 +179,7 @@ def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new):
     old_i = np.full((n, s), -1, dtype=np.int32)
     new_n = rng.integers(0, s + 1, size=n).astype(np.int32)
     old_n = rng.integers(0, s + 1, size=n).astype(np.int32)
+    new_n[::3] = old_n[::3] = s  # every third point full: with s = 70, most of them get more than 128 candidates
     for u in range(n):
         new_i[u, : new_n[u]] = rng.choice(n, size=new_n[u], replace=False)
         old_i[u, : old_n[u]] = rng.choice(n, size=old_n[u], replace=False)  # may repeat new ones, and u itself
@@ -186,18 +189,19 @@ def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new):
     m = KK.join_range(
         x, nn_i, nn_d, new_i, new_n, old_i, old_n, 0, n, out_a, out_b, out_d,
         np.full(n + 1, KK.NO_SLOT, dtype=np.uint8), np.empty(2 * s, dtype=np.int32),
-        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, 2 * s + 1), dtype=np.uint8),
+        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, KK.LISTED_WORDS), dtype=np.uint64),
         np.empty(2 * s, dtype=np.float32), np.empty((2 * s, x.shape[1]), dtype=np.float32), min_new,
     )  # fmt: skip
     got = set(zip(out_a[:m].tolist(), out_b[:m].tolist(), strict=True))
     np.testing.assert_allclose(out_d[:m], d_all[out_a[:m], out_b[:m]], rtol=1e-5, atol=1e-6)
     want = set()
+    dist, last, lists = d_all.tolist(), nn_d[:, k - 1].tolist(), [set(r) for r in nn_i.tolist()]
     for u in range(n):
         new, old = new_i[u, : new_n[u]].tolist(), old_i[u, : old_n[u]].tolist()
         pairs = [(a, b) for i, a in enumerate(new) for b in new[i + 1 :] + old if a != b]
         for a, b in pairs:
             for t, w in ((a, b), (b, a)):
-                if d_all[t, w] <= nn_d[t, k - 1] and w not in nn_i[t]:
+                if dist[t][w] <= last[t] and w not in lists[t]:
                     want.add((t, w))
     assert want and got == want
 

@@ -330,7 +330,7 @@ def nn_descent(
     slots = np.full((per_block, n + 1), KK.NO_SLOT, dtype=np.uint8)
     ids = np.empty((per_block, 2 * s_cap), dtype=np.int32)
     thr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
-    listed = np.empty((per_block, 2 * s_cap, 2 * s_cap + 1), dtype=np.uint8)
+    listed = np.empty((per_block, 2 * s_cap, KK.LISTED_WORDS), dtype=np.uint64)
     dr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
     blk = np.empty((per_block, 2 * s_cap, x.shape[1]), dtype=np.float32)
     parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
