@@ -261,7 +261,7 @@ def _take_slots(row, count, slot, ids, c):
 LISTED_WORDS = 4  # uint64 words per row of _join_matrix's ``listed`` bits: slots 0..254, and NO_SLOT's bit 255
 
 
-@njit(fastmath=True, **_OPTS)
+@njit(**_OPTS)
 def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr, blk):
     """:func:`join_range`'s local join of point ``u`` for many new candidates: the same updates as the per-pair path
     (:func:`_join_one`), but "already listed" is looked up in a ``c x c`` bit table filled by one pass over each
