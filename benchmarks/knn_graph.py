@@ -8,13 +8,18 @@ standard deviation per coordinate, 10 % of the within-class spread by default, s
 and ``nn_descent(x_moved, k, init=previous lists)`` runs. Recall@k on 1,000 sampled points against exact search
 (``exact_knn`` on the sample only). With ``--no-forest``, also ``nn_descent(x, k, n_trees=0)``: the start without a
 random-projection forest (sessions 4-19). ``--max-candidates S`` sets both NN-descents' candidates per point and
-iteration (``max_candidates``; default each one's own: 64 ours, 60 pynndescent's), ``--skip-warm`` drops the warm
+iteration (``max_candidates``; default each one's own: 64 ours, 60 pynndescent's; ``--pynndescent-candidates``
+overrides it for pynndescent alone), ``--list-k L`` builds lists of ``L >= k`` entries with both and measures recall@k
+of their first ``k`` (longer lists converge to better first entries), ``--methods`` picks the methods (``ours``,
+``pynndescent``, ``warm``, ``no-forest``, ``exact``; default all but ``no-forest``) and ``--skip-warm`` drops the warm
 start. Each method runs ``--repeats`` times round-robin after a warm-up on 2,000 points (every run's seconds go to
 stderr as it ends); medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
 
     python benchmarks/knn_graph.py --sizes 100000
     python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 2 --no-forest
     python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 1 --skip-warm --max-candidates 128
+    python benchmarks/knn_graph.py --sizes 1000000 --repeats 1 --methods ours --max-candidates 256
+    python benchmarks/knn_graph.py --sizes 1000000 --repeats 1 --methods pynndescent --list-k 80
 
 Prints a Markdown table.
 """
@@ -67,6 +72,8 @@ def run_ours(
 
 
 def run_pynndescent(x: np.ndarray, k: int, threads: int, max_candidates: int | None = None) -> np.ndarray | None:
+    """pynndescent's lists of ``k`` other points (``n_neighbors = k + 1``, the point itself dropped); None when it
+    is not installed."""
     try:
         import pynndescent
     except ImportError:
@@ -86,25 +93,29 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
     moved = np.ascontiguousarray(x + args.drift * np.random.default_rng(2).normal(size=x.shape).astype(np.float32))
     rows, truth = sampled_truth(x, args.k)
     rows_m, truth_m = sampled_truth(moved, args.k)
+    s, s_p, lk = args.max_candidates, args.pynndescent_candidates or args.max_candidates, args.list_k or args.k
+    methods = set(args.methods) - ({"warm"} if args.skip_warm else set()) | ({"no-forest"} if args.no_forest else set())
     w = x[:2000]  # warm-up: compilation / numba cache loads
-    run_ours(w, 8, args.threads)
-    run_pynndescent(w, 8, args.threads)
-    s = args.max_candidates
-    cases = {
-        "smartmine nn_descent": (lambda: run_ours(x, args.k, args.threads, max_candidates=s), rows, truth),
-        "pynndescent": (lambda: run_pynndescent(x, args.k, args.threads, max_candidates=s), rows, truth),
-    }
-    if not args.skip_warm:
-        prev = run_ours(x, args.k, args.threads, max_candidates=s)
+    if methods & {"ours", "warm", "no-forest"}:
+        run_ours(w, 8, args.threads)
+    if "pynndescent" in methods:
+        run_pynndescent(w, 8, args.threads)
+    cases = {}
+    if "ours" in methods:
+        cases["smartmine nn_descent"] = (lambda: run_ours(x, lk, args.threads, max_candidates=s), rows, truth)
+    if "pynndescent" in methods:
+        cases["pynndescent"] = (lambda: run_pynndescent(x, lk, args.threads, max_candidates=s_p), rows, truth)
+    if "warm" in methods:
+        prev = run_ours(x, lk, args.threads, max_candidates=s)
         cases["smartmine nn_descent, warm start after drift"] = (
-            lambda: run_ours(moved, args.k, args.threads, init=prev, max_candidates=s),
+            lambda: run_ours(moved, lk, args.threads, init=prev, max_candidates=s),
             rows_m,
             truth_m,
         )
-    if args.no_forest:
-        cases["smartmine nn_descent, no forest (n_trees=0)"] = (lambda: run_ours(x, args.k, args.threads, n_trees=0),
+    if "no-forest" in methods:
+        cases["smartmine nn_descent, no forest (n_trees=0)"] = (lambda: run_ours(x, lk, args.threads, n_trees=0),
                                                                  rows, truth)  # fmt: skip
-    if n <= args.exact_max:
+    if "exact" in methods and n <= args.exact_max:
         cases["exact (ExactIndex.neighbours)"] = (lambda: run_exact(x, args.k), rows, truth)
     times: dict[str, list[float]] = {m: [] for m in cases}
     found: dict[str, np.ndarray | None] = {}
@@ -118,7 +129,8 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
         if found[m] is None:
             print(f"| {n:,} | {m} | not installed | |")
             continue
-        print(f"| {n:,} | {m} | {np.median(times[m]):.2f} | {recall(found[m], r, tr):.3f} |", flush=True)
+        idx = found[m][:, : args.k]  # type: ignore[index]
+        print(f"| {n:,} | {m} | {np.median(times[m]):.2f} | {recall(idx, r, tr):.3f} |", flush=True)
 
 
 def main() -> None:
@@ -133,14 +145,23 @@ def main() -> None:
     p.add_argument("--no-forest", action="store_true", help="also run nn_descent with the start of sessions 4-19")
     p.add_argument("--max-candidates", type=int, default=None, help="both NN-descents' max_candidates")
     p.add_argument("--skip-warm", action="store_true", help="no warm start")
+    p.add_argument("--pynndescent-candidates", type=int, default=None, help="pynndescent's max_candidates alone")
+    p.add_argument("--list-k", type=int, default=None, help="list length L >= k of both NN-descents (recall@k of the "
+                   "first k entries; default k)")  # fmt: skip
+    p.add_argument("--methods", nargs="+", default=["ours", "pynndescent", "warm", "exact"],
+                   choices=["ours", "pynndescent", "warm", "no-forest", "exact"])  # fmt: skip
     args = p.parse_args()
+    if args.list_k is not None and args.list_k < args.k:
+        p.error(f"--list-k: expected at least --k ({args.k}), got {args.list_k}")
     import numba
     import torch
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     print(f"{args.dim}-d, classes of ~60, spread 1.0, k = {args.k}, {args.threads} threads, drift {args.drift}, "
-          f"max_candidates {args.max_candidates or 'default'}\n")  # fmt: skip
+          f"max_candidates {args.max_candidates or 'default'} "
+          f"(pynndescent {args.pynndescent_candidates or args.max_candidates or 'default'}), lists of "
+          f"{args.list_k or args.k}\n")  # fmt: skip
     print("| N | method | seconds (median) | recall@k |")
     print("|---:|---|---:|---:|")
     for n in args.sizes:
