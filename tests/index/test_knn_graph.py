@@ -157,12 +157,13 @@ def test_candidate_sampling_matches_a_numpy_rederivation_for_any_split():
 
 
 @pytest.mark.parametrize("min_new", [0, 10**6])
-@pytest.mark.parametrize("s", [24, 70])
+@pytest.mark.parametrize("s", [24, 70, 140])
 def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new, s):
     """Both paths of ``join_range`` (a table of listed pairs for points with many new candidates, a scan per pair
     otherwise) against the rule restated in NumPy: every pair of a point's candidates with a new end, each way where
     the distance is within the target's last entry and the other point is not in its list yet. ``s = 70``: up to
-    140 candidates per point, beyond the two register words of the table (128 slots)."""
+    140 candidates per point, beyond the two register words of the table (128 slots); ``s = 140``: up to 280, beyond
+    what one byte per slot could number."""
     from smartmine.index import _knn_kernels as KK
 
     rng = np.random.default_rng(5)
@@ -179,30 +180,37 @@ def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new, s):
     old_i = np.full((n, s), -1, dtype=np.int32)
     new_n = rng.integers(0, s + 1, size=n).astype(np.int32)
     old_n = rng.integers(0, s + 1, size=n).astype(np.int32)
-    new_n[::3] = old_n[::3] = s  # every third point full: with s = 70, most of them get more than 128 candidates
+    new_n[::3] = old_n[::3] = s  # every third point full: 2s candidates
     for u in range(n):
         new_i[u, : new_n[u]] = rng.choice(n, size=new_n[u], replace=False)
-        old_i[u, : old_n[u]] = rng.choice(n, size=old_n[u], replace=False)  # may repeat new ones, and u itself
+        # Old candidates may repeat new ones, and u itself; a full point's do not (2s distinct candidates).
+        pool = np.setdiff1d(np.arange(n), new_i[u, : new_n[u]]) if u % 3 == 0 else np.arange(n)
+        old_i[u, : old_n[u]] = rng.choice(pool, size=old_n[u], replace=False)
     cap = 2 * n * (s * s + s * s) + 2
     out_a, out_b = np.empty(cap, dtype=np.int32), np.empty(cap, dtype=np.int32)
     out_d = np.empty(cap, dtype=np.float32)
     m = KK.join_range(
         x, nn_i, nn_d, new_i, new_n, old_i, old_n, 0, n, out_a, out_b, out_d,
-        np.full(n + 1, KK.NO_SLOT, dtype=np.uint8), np.empty(2 * s, dtype=np.int32),
-        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, KK.LISTED_WORDS), dtype=np.uint64),
-        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, x.shape[1]), dtype=np.float32), min_new,
+        np.full(n + 1, KK.NO_SLOT, dtype=np.uint16), np.empty(2 * s, dtype=np.int32),
+        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, KK.listed_words(s)), dtype=np.uint64),
+        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, x.shape[1]), dtype=np.float32),
+        np.zeros(KK.FILTER_WORDS, dtype=np.uint64), min_new,
     )  # fmt: skip
     got = set(zip(out_a[:m].tolist(), out_b[:m].tolist(), strict=True))
     np.testing.assert_allclose(out_d[:m], d_all[out_a[:m], out_b[:m]], rtol=1e-5, atol=1e-6)
     want = set()
-    dist, last, lists = d_all.tolist(), nn_d[:, k - 1].tolist(), [set(r) for r in nn_i.tolist()]
+    last = nn_d[:, k - 1]
+    in_list = np.zeros((n, n), dtype=bool)
+    in_list[np.arange(n)[:, None], nn_i] = True
     for u in range(n):
-        new, old = new_i[u, : new_n[u]].tolist(), old_i[u, : old_n[u]].tolist()
-        pairs = [(a, b) for i, a in enumerate(new) for b in new[i + 1 :] + old if a != b]
-        for a, b in pairs:
-            for t, w in ((a, b), (b, a)):
-                if dist[t][w] <= last[t] and w not in lists[t]:
-                    want.add((t, w))
+        new, old = new_i[u, : new_n[u]], old_i[u, : old_n[u]]
+        upper = np.triu(np.ones((new.size, new.size), dtype=bool), 1)
+        a = np.concatenate([np.broadcast_to(new[:, None], upper.shape)[upper], np.repeat(new, old.size)])
+        b = np.concatenate([np.broadcast_to(new[None, :], upper.shape)[upper], np.tile(old, new.size)])
+        a, b = a[a != b], b[a != b]
+        for t, w in ((a, b), (b, a)):
+            keep = (d_all[t, w] <= last[t]) & ~in_list[t, w]
+            want.update(zip(t[keep].tolist(), w[keep].tolist(), strict=True))
     assert want and got == want
 
 

@@ -242,34 +242,54 @@ def _join_one(x, nn_i, nn_d, a, cands, j0, j1, out_a, out_b, out_d, m):
     return m
 
 
-NO_SLOT = 255  # ``slot`` entry of a point that is not among the current point's candidates
+NO_SLOT = 65535  # ``slot`` entry (uint16) of a point that is not among the current point's candidates
+FILTER_WORDS = 1024  # uint64 words of _join_matrix's candidate filter: 8 KiB, a bit per id modulo 65,536
+FILTER_MASK = FILTER_WORDS * 64 - 1
 MATRIX_MIN_NEW = 16  # fewest new candidates for which join_range reads the candidates' lists once instead of per pair
 
 
 @njit(inline="always", **_OPTS)
-def _take_slots(row, count, slot, ids, c):
-    """Give each of ``row[:count]`` not seen yet the next slot (``ids[slot] = id``); returns the slots used."""
+def _take_slots(row, count, slot, ids, c, filt):
+    """Give each of ``row[:count]`` not seen yet the next slot (``ids[slot] = id``) and set its bit ``id mod
+    (64 * FILTER_WORDS)`` in ``filt``; returns the slots used."""
     for i in range(count):
         w = row[i]
         if slot[w] == NO_SLOT:
             slot[w] = c
             ids[c] = w
             c += 1
+            f = w & FILTER_MASK
+            filt[f >> 6] |= np.uint64(1) << np.uint64(f & 63)
     return c
 
 
-LISTED_WORDS = 4  # uint64 words per row of _join_matrix's ``listed`` bits: slots 0..254, and NO_SLOT's bit 255
+def listed_words(max_candidates: int) -> int:
+    """uint64 words per row of :func:`_join_matrix`'s ``listed`` bits for up to ``2 * max_candidates`` slots: one bit
+    per slot and a spare last bit that absorbs :data:`NO_SLOT` (list entries that are not candidates)."""
+    return (2 * max_candidates) // 64 + 1
+
+
+@njit(inline="always", **_OPTS)
+def _filtered(filt, z, n):
+    """``z`` where it may be a candidate (its filter bit is set), else ``n`` (whose slot is :data:`NO_SLOT`; ``z``
+    is ``-1`` for a padded entry). The filter sits in L1 while the ``(N + 1,)`` slot table does not fit the L2 cache
+    from about 500k points: without the filter, at 1M points, most list entries (not candidates) missed it."""
+    f = z & FILTER_MASK
+    hit = (z >= 0) & (((filt[f >> 6] >> np.uint64(f & 63)) & np.uint64(1)) != np.uint64(0))
+    return z if hit else n
 
 
 @njit(**_OPTS)
-def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr, blk):
+def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr, listed, dr, blk,
+                 filt):  # fmt: skip
     """:func:`join_range`'s local join of point ``u`` for many new candidates: the same updates as the per-pair path
     (:func:`_join_one`), but "already listed" is looked up in a ``c x c`` bit table filled by one pass over each
     candidate's list (``c * K`` reads) instead of a scan of a list per pair that passes the distance test (up to
     ``c² K``), and a candidate both new and old is paired once. The candidates' vectors are copied into ``blk``
     once, so the ``c²/2`` distances read one contiguous block (the same floats as from ``x``). Scratch: ``slot``
-    ``(N + 1,)`` uint8 of :data:`NO_SLOT` (restored on return), ``ids`` / ``thr`` / ``dr`` ``(2S,)``, ``listed``
-    ``(2S, LISTED_WORDS)`` uint64, ``blk`` ``(2S, D)`` float32. Returns the new number of buffered updates.
+    ``(N + 1,)`` uint16 of :data:`NO_SLOT` (restored on return), ``ids`` / ``thr`` / ``dr`` ``(2S,)``, ``listed``
+    ``(2S, listed_words(S))`` uint64, ``blk`` ``(2S, D)`` float32, ``filt`` ``(FILTER_WORDS,)`` uint64 zeros
+    (restored on return). Returns the new number of buffered updates.
 
     Both the table and the output are branch-free: a row's bits are gathered in registers (a byte table written
     entry by entry, and a branch per pair and direction that mispredicted about one time in four, took 54-57 µs per
@@ -277,11 +297,13 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
     same updates in the same order)."""
     n = x.shape[0]
     k = nn_d.shape[1]
-    c_new = _take_slots(new_i[u], new_n[u], slot, ids, 0)
-    c = _take_slots(old_i[u], old_n[u], slot, ids, c_new)
+    c_new = _take_slots(new_i[u], new_n[u], slot, ids, 0, filt)
+    c = _take_slots(old_i[u], old_n[u], slot, ids, c_new, filt)
     one = np.uint64(1)
     zero = np.uint64(0)
     dim = x.shape[1]
+    words = listed.shape[1]
+    spare = np.int64(words * 64 - 1)
     for s in range(c):
         w = ids[s]
         thr[s] = nn_d[w, k - 1]
@@ -294,18 +316,18 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
             b1 = zero
             for j in range(k):
                 z = nn_i[w, j]
-                t = np.int64(slot[z if z >= 0 else n])
+                t = np.int64(slot[_filtered(filt, z, n)])
                 bit = one << np.uint64(t & 63)
                 b0 |= bit if t < 64 else zero
                 b1 |= bit if (t >= 64) & (t < 128) else zero
             listed[s, 0] = b0
             listed[s, 1] = b1
         else:
-            for t in range(LISTED_WORDS):
+            for t in range(words):
                 listed[s, t] = zero
             for j in range(k):
                 z = nn_i[w, j]
-                t = np.int64(slot[z if z >= 0 else n])  # NO_SLOT (255) sets the unused last bit
+                t = min(np.int64(slot[_filtered(filt, z, n)]), spare)  # NO_SLOT sets the spare last bit
                 listed[s, t >> 6] |= one << np.uint64(t & 63)
     for i in range(c_new):
         a = ids[i]
@@ -328,12 +350,14 @@ def _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out
             m += (d <= thr[j]) & (((listed[j, i_word] >> i_bit) & one) == zero)
     for i in range(c):
         slot[ids[i]] = NO_SLOT
+        filt[(ids[i] & FILTER_MASK) >> 6] = zero
     return m
 
 
 @njit(**_OPTS)
 def join_range(
-    x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, out_d, slot, ids, thr, listed, dr, blk, min_new
+    x, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, out_a, out_b, out_d, slot, ids, thr, listed, dr, blk, filt,
+    min_new,
 ):
     """Local join of the candidates of points ``lo .. hi-1`` (the paper's, push style): every pair ``(a, b)`` of a
     point's candidates with ``a`` new and ``b`` new (once per pair) or old gets its distance computed; it becomes an
@@ -368,9 +392,9 @@ def join_range(
                 prefetch_row(x, w)
                 prefetch_item(nn_d, w, k_last)
                 prefetch_row(nn_i, w)
-        if nn >= min_new and nn + no < NO_SLOT:
+        if nn >= min_new:
             m = _join_matrix(x, nn_i, nn_d, u, new_i, new_n, old_i, old_n, out_a, out_b, out_d, m, slot, ids, thr,
-                             listed, dr, blk)  # fmt: skip
+                             listed, dr, blk, filt)  # fmt: skip
             continue
         for i in range(nn):
             a = new_i[u, i]
