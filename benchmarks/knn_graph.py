@@ -5,13 +5,17 @@ Data: the overlapping-class set of ``benchmarks/mining_cost.py`` (N 64-d points 
 ``FanngIndex.neighbours`` answers from), ``pynndescent.NNDescent(x, n_neighbors=k + 1)`` (its default settings, the
 point itself dropped from its list), and a **warm start**: the embeddings move by ``--drift`` (Gaussian noise of that
 standard deviation per coordinate, 10 % of the within-class spread by default, standing in for one epoch of training)
-and ``nn_descent(x_moved, k, init=previous lists)`` runs. Recall@k on 1,000 sampled points against exact search
+and ``nn_descent(x_moved, k, init=previous lists)`` runs (``--warm-candidates`` sets its ``max_candidates``, default
+the cold runs'; ``FanngIndex`` warm starts sample ``min(2 k, 128)``); ``pynndescent-warm`` is pynndescent's own warm
+start, ``NNDescent(x_moved, init_graph=its previous graph)`` (tree initialisation left on, its default, which was
+faster than ``tree_init=False``). Recall@k on 1,000 sampled points against exact search
 (``exact_knn`` on the sample only). With ``--no-forest``, also ``nn_descent(x, k, n_trees=0)``: the start without a
 random-projection forest (sessions 4-19). ``--max-candidates S`` sets both NN-descents' candidates per point and
 iteration (``max_candidates``; default each one's own: 64 ours, 60 pynndescent's; ``--pynndescent-candidates``
 overrides it for pynndescent alone), ``--list-k L`` builds lists of ``L >= k`` entries with both and measures recall@k
 of their first ``k`` (longer lists converge to better first entries), ``--methods`` picks the methods (``ours``,
-``pynndescent``, ``warm``, ``no-forest``, ``exact``; default all but ``no-forest``) and ``--skip-warm`` drops the warm
+``pynndescent``, ``warm``, ``pynndescent-warm``, ``no-forest``, ``exact``; default all but ``no-forest`` and
+``pynndescent-warm``) and ``--skip-warm`` drops the warm
 start. Each method runs ``--repeats`` times round-robin after a warm-up on 2,000 points (every run's seconds go to
 stderr as it ends); medians are reported. Peak memory is not measured here (see ``mining_cost.py``).
 
@@ -20,6 +24,8 @@ stderr as it ends); medians are reported. Peak memory is not measured here (see 
     python benchmarks/knn_graph.py --sizes 1000000 --exact-max 0 --repeats 1 --skip-warm --max-candidates 128
     python benchmarks/knn_graph.py --sizes 1000000 --repeats 1 --methods ours --max-candidates 256
     python benchmarks/knn_graph.py --sizes 1000000 --repeats 1 --methods pynndescent --list-k 80
+    python benchmarks/knn_graph.py --sizes 100000 --drift 0.3 --warm-candidates 128 \
+        --methods ours warm pynndescent pynndescent-warm
 
 Prints a Markdown table.
 """
@@ -71,16 +77,26 @@ def run_ours(
     return nn_descent(x, k, init=init, n_threads=threads, seed=0, n_trees=n_trees, max_candidates=max_candidates).idx
 
 
-def run_pynndescent(x: np.ndarray, k: int, threads: int, max_candidates: int | None = None) -> np.ndarray | None:
-    """pynndescent's lists of ``k`` other points (``n_neighbors = k + 1``, the point itself dropped); None when it
-    is not installed."""
+def run_pynndescent(
+    x: np.ndarray,
+    k: int,
+    threads: int,
+    max_candidates: int | None = None,
+    init_graph: np.ndarray | None = None,
+    with_self: bool = False,
+) -> np.ndarray | None:
+    """pynndescent's lists of ``k`` other points (``n_neighbors = k + 1``, the point itself dropped unless
+    ``with_self``: then its whole ``(N, k + 1)`` graph, as ``init_graph`` takes it); ``init_graph`` starts it from a
+    previous graph. None when it is not installed."""
     try:
         import pynndescent
     except ImportError:
         return None
     idx = pynndescent.NNDescent(
-        x, n_neighbors=k + 1, random_state=0, n_jobs=threads, max_candidates=max_candidates
+        x, n_neighbors=k + 1, random_state=0, n_jobs=threads, max_candidates=max_candidates, init_graph=init_graph
     ).neighbor_graph[0]
+    if with_self:
+        return idx
     own = idx == np.arange(x.shape[0])[:, None]
     own[~own.any(axis=1), -1] = True  # rows without themselves: drop the farthest
     keep = ~(own & (np.cumsum(own, axis=1) == 1))
@@ -98,8 +114,10 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
     w = x[:2000]  # warm-up: compilation / numba cache loads
     if methods & {"ours", "warm", "no-forest"}:
         run_ours(w, 8, args.threads)
-    if "pynndescent" in methods:
+    if methods & {"pynndescent", "pynndescent-warm"}:
         run_pynndescent(w, 8, args.threads)
+    if "pynndescent-warm" in methods:  # its init_graph path compiles other functions
+        run_pynndescent(w, 8, args.threads, init_graph=run_pynndescent(w, 8, args.threads, with_self=True))
     cases = {}
     if "ours" in methods:
         cases["smartmine nn_descent"] = (lambda: run_ours(x, lk, args.threads, max_candidates=s), rows, truth)
@@ -108,7 +126,14 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
     if "warm" in methods:
         prev = run_ours(x, lk, args.threads, max_candidates=s)
         cases["smartmine nn_descent, warm start after drift"] = (
-            lambda: run_ours(moved, lk, args.threads, init=prev, max_candidates=s),
+            lambda: run_ours(moved, lk, args.threads, init=prev, max_candidates=args.warm_candidates or s),
+            rows_m,
+            truth_m,
+        )
+    if "pynndescent-warm" in methods:
+        prev_p = run_pynndescent(x, lk, args.threads, max_candidates=s_p, with_self=True)
+        cases["pynndescent, warm start after drift (init_graph)"] = (
+            lambda: run_pynndescent(moved, lk, args.threads, max_candidates=s_p, init_graph=prev_p),
             rows_m,
             truth_m,
         )
@@ -145,11 +170,13 @@ def main() -> None:
     p.add_argument("--no-forest", action="store_true", help="also run nn_descent with the start of sessions 4-19")
     p.add_argument("--max-candidates", type=int, default=None, help="both NN-descents' max_candidates")
     p.add_argument("--skip-warm", action="store_true", help="no warm start")
+    p.add_argument("--warm-candidates", type=int, default=None, help="max_candidates of our warm start (default: "
+                   "--max-candidates)")  # fmt: skip
     p.add_argument("--pynndescent-candidates", type=int, default=None, help="pynndescent's max_candidates alone")
     p.add_argument("--list-k", type=int, default=None, help="list length L >= k of both NN-descents (recall@k of the "
                    "first k entries; default k)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=["ours", "pynndescent", "warm", "exact"],
-                   choices=["ours", "pynndescent", "warm", "no-forest", "exact"])  # fmt: skip
+                   choices=["ours", "pynndescent", "warm", "pynndescent-warm", "no-forest", "exact"])  # fmt: skip
     args = p.parse_args()
     if args.list_k is not None and args.list_k < args.k:
         p.error(f"--list-k: expected at least --k ({args.k}), got {args.list_k}")
@@ -159,7 +186,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     print(f"{args.dim}-d, classes of ~60, spread 1.0, k = {args.k}, {args.threads} threads, drift {args.drift}, "
-          f"max_candidates {args.max_candidates or 'default'} "
+          f"max_candidates {args.max_candidates or 'default'} (warm start {args.warm_candidates or 'the same'}) "
           f"(pynndescent {args.pynndescent_candidates or args.max_candidates or 'default'}), lists of "
           f"{args.list_k or args.k}\n")  # fmt: skip
     print("| N | method | seconds (median) | recall@k |")
