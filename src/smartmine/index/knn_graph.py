@@ -239,8 +239,8 @@ def nn_descent(
             100k × 64, k = 64, overlapping classes: S = 32 took 34.8 s for recall 0.952 (iteration cap reached),
             S = 64 28.0 s for 0.978 in 7 iterations, S = 96 37.5 s for 0.986 (docs/BENCHMARKS.md). At 1M the
             default stops at recall 0.89; S = 128 gave 0.931, S = 256 0.951, and longer lists with S = 128 more
-            for their first 64 entries: ``k = 80`` 0.958 in 359-384 s (pynndescent, same settings: 0.959 in 396-461 s),
-            ``k = 95`` 0.972 (docs/BENCHMARKS.md, sessions 22-23).
+            for their first 64 entries: ``k = 80`` 0.958 in 356-408 s (pynndescent, same settings: 0.959 in 385-464 s;
+            two days), ``k = 95`` 0.972 (docs/BENCHMARKS.md, sessions 22-24).
         max_iters: iteration cap (default 10).
         delta: stop when an iteration inserts fewer than ``delta * N * k`` entries (default 0.001, the paper's).
         seed: seeds the tree and the candidate sampling.
