@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smartmine.index import exact as exact_module
 from smartmine.index.base import NeighbourIndex
 from smartmine.index.exact import DEFAULT_BLOCK_BYTES, ExactIndex, auto_chunk_size, exact_knn, iter_exact_knn
 
@@ -47,6 +48,19 @@ def test_ties_and_duplicates_broken_by_index(chunk_size, exclude_self):
     x = grid_points(rng, 60, 2)  # 9 distinct points among 60: many duplicates and exact ties
     d, i = exact_knn(x, x, 10, exclude_self=exclude_self, chunk_size=chunk_size)
     ed, ei = brute_force(x, x, 10, exclude_self)
+    np.testing.assert_array_equal(i.numpy(), ei)
+    np.testing.assert_array_equal(d.numpy(), ed.astype(np.float32))
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_default_strips_narrower_than_column_tiles(monkeypatch, exclude_self):
+    """The default CPU tiles are row strips narrower than the column tiles (512 × 4096); shrunk here to 7 × 19 over
+    100 points (neither divides it), each strip meets its square block and then the column tiles to its right."""
+    monkeypatch.setattr(exact_module, "CPU_TILE_ROWS", 7)
+    monkeypatch.setattr(exact_module, "CPU_TILE", 19)
+    x = grid_points(np.random.default_rng(3), 100, 3)  # ties and duplicates, exact in float32
+    d, i = exact_knn(x, x, 12, exclude_self=exclude_self)
+    ed, ei = brute_force(x, x, 12, exclude_self)
     np.testing.assert_array_equal(i.numpy(), ei)
     np.testing.assert_array_equal(d.numpy(), ed.astype(np.float32))
 

@@ -31,9 +31,14 @@ DEFAULT_BLOCK_BYTES = 256 * 2**20
 of the ``N × k`` heaps that let a self-query use the symmetry of the distance matrix."""
 
 CPU_TILE = 4096
-"""Rows and columns of one CPU distance tile (64 MiB in float32). Smaller tiles run the matrix product markedly less
-efficiently (measured on a 2-core AVX2 EPYC: ~16 GFLOP/s per core at 1024, ~60 at 4096); the heap passes stream the
-tile once or twice at a small fraction of the product's cost."""
+"""Columns of one CPU distance tile (and its rows when a caller sets ``chunk_size``: square tiles then)."""
+
+CPU_TILE_ROWS = 512
+"""Rows of one CPU distance tile by default: a ``512 × 4096`` float32 tile (8 MiB) stays in the last-level cache
+between the matrix product that writes it and the heap passes that read it, where a ``4096 × 4096`` one (64 MiB)
+went to memory and back twice. At 100k × 64 (self-query, k = 64, 2 threads) the whole search took a median 15.2 s
+with these strips against 17.8 s with square 4096 tiles; at 20k 0.93 against 0.99 s (docs/BENCHMARKS.md, session
+24). What remains is mostly the heap updates while the heaps fill, not the reads."""
 
 _SCAN = 32
 """Tile columns tested together for any candidate before the per-element heap updates (row heaps)."""
@@ -222,21 +227,23 @@ def _new_heaps(n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
     return torch.full((n, k), float("inf"), dtype=dtype), torch.full((n, k), torch.iinfo(torch.long).max)
 
 
-def _symmetric_cpu(x: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All-points k-NN (self excluded) of ``x`` ``(N, D)`` on the CPU, each tile pair ``I <= J`` computed once."""
+def _symmetric_cpu(x: torch.Tensor, k: int, tile_rows: int, tile_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-points k-NN (self excluded) of ``x`` ``(N, D)`` on the CPU, each pair of points computed once: row strip
+    ``I`` meets its own square block (both sides fed along its rows) and then every column tile to its right (fed
+    along rows and along columns); the pairs left of the block were fed by earlier strips."""
     n = x.shape[0]
     sq = ((x * x).sum(dim=1)).numpy()
     heap_v, heap_i = _new_heaps(n, k, x.dtype)
     hv, hi = heap_v.numpy(), heap_i.numpy()
-    products = _TileProducts(x, x, tile, tile)
-    for r0 in range(0, n, tile):
-        r1 = min(r0 + tile, n)
-        for c0 in range(r0, n, tile):
-            c1 = min(c0 + tile, n)
+    products = _TileProducts(x, x, tile_rows, max(tile_rows, tile_cols))
+    for r0 in range(0, n, tile_rows):
+        r1 = min(r0 + tile_rows, n)
+        _feed_rows(products(r0, r1, r0, r1), sq[r0:r1], r0, r0, hv, hi, 0, True)
+        for c0 in range(r1, n, tile_cols):
+            c1 = min(c0 + tile_cols, n)
             block = products(r0, r1, c0, c1)
-            _feed_rows(block, sq[r0:r1], r0, c0, hv, hi, 0, c0 == r0)
-            if c0 != r0:  # a diagonal tile already fed both of its sides along its rows
-                _feed_cols(block, sq[r0:r1], r0, c0, hv, hi)
+            _feed_rows(block, sq[r0:r1], r0, c0, hv, hi, 0, False)
+            _feed_cols(block, sq[r0:r1], r0, c0, hv, hi)
     return _sort_heaps(heap_v, heap_i)
 
 
@@ -266,13 +273,15 @@ def _iter_cpu(
     dtype: torch.dtype,
 ):
     """CPU branch of :func:`iter_exact_knn`: symmetric tiles for a self-query whose ``N × k`` heaps fit
-    ``block_bytes``, query-streamed tiles otherwise. ``chunk_size`` sets the tile rows (default :data:`CPU_TILE`)."""
+    ``block_bytes``, query-streamed tiles otherwise. Tiles are :data:`CPU_TILE_ROWS` × :data:`CPU_TILE`;
+    ``chunk_size`` sets their rows instead (and the symmetric path's columns: square tiles)."""
     # numba's pool follows torch's thread setting, so torch.set_num_threads limits both halves of the work.
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    tile = chunk_size if chunk_size is not None else CPU_TILE
+    tile = chunk_size if chunk_size is not None else CPU_TILE_ROWS
+    tile_cols = chunk_size if chunk_size is not None else CPU_TILE
     g = gallery.detach().to(device="cpu", dtype=dtype).contiguous()
     if exclude_self and g.shape[0] * k * 12 <= block_bytes:
-        vals, idx = _symmetric_cpu(g, k, tile)
+        vals, idx = _symmetric_cpu(g, k, tile, tile_cols)
         vals = vals.clamp_min_(0.0).to(torch.float32)
         for start in range(0, g.shape[0], tile):
             yield start, vals[start : start + tile], idx[start : start + tile]
