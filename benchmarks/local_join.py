@@ -50,13 +50,9 @@ def main() -> None:
         new = (np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32))
         old = (np.empty((n, s), np.int32), np.empty((n, s), np.uint32), np.empty(n, np.int32))
         sample_candidates(nn_i, nn_new.copy(), 0, new, old, 2)
-        cap = chunk * (s * (s - 1) + 2 * s * s) + 2
+        cap = KK.update_capacity(chunk, s)
         out = (np.empty(cap, np.int32), np.empty(cap, np.int32), np.empty(cap, np.float32))
-        scratch = (
-            np.full(n + 1, KK.NO_SLOT, np.uint16), np.empty(2 * s, np.int32), np.empty(2 * s, np.float32),
-            np.empty((2 * s, KK.listed_words(s)), np.uint64), np.empty(2 * s, np.float32),
-            np.empty((2 * s, xs.shape[1]), np.float32), np.zeros(KK.FILTER_WORDS, np.uint64),
-        )  # fmt: skip
+        scratch = tuple(a[0] for a in KK.join_scratch(1, n, s, xs.shape[1]))
         for _ in range(args.repeats):
             for name, min_new in (("table", KK.MATRIX_MIN_NEW), ("pairs", 10**9)):
                 t = time.perf_counter()

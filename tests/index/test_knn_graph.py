@@ -191,10 +191,7 @@ def test_local_join_writes_the_updates_of_a_numpy_rederivation(min_new, s):
     out_d = np.empty(cap, dtype=np.float32)
     m = KK.join_range(
         x, nn_i, nn_d, new_i, new_n, old_i, old_n, 0, n, out_a, out_b, out_d,
-        np.full(n + 1, KK.NO_SLOT, dtype=np.uint16), np.empty(2 * s, dtype=np.int32),
-        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, KK.listed_words(s)), dtype=np.uint64),
-        np.empty(2 * s, dtype=np.float32), np.empty((2 * s, x.shape[1]), dtype=np.float32),
-        np.zeros(KK.FILTER_WORDS, dtype=np.uint64), min_new,
+        *(a[0] for a in KK.join_scratch(1, n, s, x.shape[1])), min_new,
     )  # fmt: skip
     got = set(zip(out_a[:m].tolist(), out_b[:m].tolist(), strict=True))
     np.testing.assert_allclose(out_d[:m], d_all[out_a[:m], out_b[:m]], rtol=1e-5, atol=1e-6)

@@ -269,6 +269,28 @@ def listed_words(max_candidates: int) -> int:
     return (2 * max_candidates) // 64 + 1
 
 
+def update_capacity(chunk: int, max_candidates: int) -> int:
+    """Entries of one update buffer that :func:`join_range` may fill over ``chunk`` points of up to ``S``
+    new and ``S`` old candidates each (its worst case, plus the slot it writes before counting)."""
+    s = max_candidates
+    return chunk * (s * (s - 1) + 2 * s * s) + 2
+
+
+def join_scratch(copies: int, n: int, max_candidates: int, dim: int) -> tuple[np.ndarray, ...]:
+    """``copies`` sets of :func:`join_range`'s scratch, each a leading index of every array, in its argument order
+    ``(slot, ids, thr, listed, dr, blk, filt)``: one set per call that runs at the same time."""
+    s2 = 2 * max_candidates
+    return (
+        np.full((copies, n + 1), NO_SLOT, dtype=np.uint16),
+        np.empty((copies, s2), dtype=np.int32),
+        np.empty((copies, s2), dtype=np.float32),
+        np.empty((copies, s2, listed_words(max_candidates)), dtype=np.uint64),
+        np.empty((copies, s2), dtype=np.float32),
+        np.empty((copies, s2, dim), dtype=np.float32),
+        np.zeros((copies, FILTER_WORDS), dtype=np.uint64),
+    )
+
+
 @njit(inline="always", **_OPTS)
 def _filtered(filt, z, n):
     """``z`` where it may be a candidate (its filter bit is set), else ``n`` (whose slot is :data:`NO_SLOT`; ``z``

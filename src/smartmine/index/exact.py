@@ -38,7 +38,7 @@ CPU_TILE_ROWS = 512
 between the matrix product that writes it and the heap passes that read it, where a ``4096 × 4096`` one (64 MiB)
 went to memory and back twice. At 100k × 64 (self-query, k = 64, 2 threads) the whole search took a median 15.2 s
 with these strips against 17.8 s with square 4096 tiles; at 20k 0.93 against 0.99 s (docs/BENCHMARKS.md, session
-24). What remains is mostly the heap updates while the heaps fill, not the reads."""
+24). Query-streamed search gains little (20k queries against 100k: 4.6 against 4.7 s)."""
 
 _SCAN = 32
 """Tile columns tested together for any candidate before the per-element heap updates (row heaps)."""
@@ -277,17 +277,17 @@ def _iter_cpu(
     ``chunk_size`` sets their rows instead (and the symmetric path's columns: square tiles)."""
     # numba's pool follows torch's thread setting, so torch.set_num_threads limits both halves of the work.
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    tile = chunk_size if chunk_size is not None else CPU_TILE_ROWS
+    tile_rows = chunk_size if chunk_size is not None else CPU_TILE_ROWS
     tile_cols = chunk_size if chunk_size is not None else CPU_TILE
     g = gallery.detach().to(device="cpu", dtype=dtype).contiguous()
     if exclude_self and g.shape[0] * k * 12 <= block_bytes:
-        vals, idx = _symmetric_cpu(g, k, tile, tile_cols)
+        vals, idx = _symmetric_cpu(g, k, tile_rows, tile_cols)
         vals = vals.clamp_min_(0.0).to(torch.float32)
-        for start in range(0, g.shape[0], tile):
-            yield start, vals[start : start + tile], idx[start : start + tile]
+        for start in range(0, g.shape[0], tile_rows):
+            yield start, vals[start : start + tile_rows], idx[start : start + tile_rows]
         return
     q = g if exclude_self else queries.detach().to(device="cpu", dtype=dtype).contiguous()
-    for start, vals, idx in _streamed_cpu(q, g, k, exclude_self, tile):
+    for start, vals, idx in _streamed_cpu(q, g, k, exclude_self, tile_rows):
         yield start, vals.clamp_min_(0.0).to(torch.float32), idx
 
 

@@ -324,19 +324,13 @@ def nn_descent(
     t_cand = t_join = t_emit = 0.0
     chunk = 256  # points whose local joins fill one update buffer
     per_block = 2 * threads
-    cap = chunk * (s_cap * (s_cap - 1) + 2 * s_cap * s_cap) + 2  # worst case of join_range's buffer
+    cap = KK.update_capacity(chunk, s_cap)
     upd_a = np.empty((per_block, cap), dtype=np.int32)
     upd_b = np.empty((per_block, cap), dtype=np.int32)
     upd_d = np.empty((per_block, cap), dtype=np.float32)
     counts = np.zeros(per_block, dtype=np.int64)
     # Scratch of join_range, one per update buffer (the calls that fill different buffers run at the same time).
-    slots = np.full((per_block, n + 1), KK.NO_SLOT, dtype=np.uint16)
-    ids = np.empty((per_block, 2 * s_cap), dtype=np.int32)
-    thr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
-    listed = np.empty((per_block, 2 * s_cap, KK.listed_words(s_cap)), dtype=np.uint64)
-    dr = np.empty((per_block, 2 * s_cap), dtype=np.float32)
-    blk = np.empty((per_block, 2 * s_cap, x.shape[1]), dtype=np.float32)
-    filt = np.zeros((per_block, KK.FILTER_WORDS), dtype=np.uint64)
+    join_scratch = KK.join_scratch(per_block, n, s_cap, x.shape[1])
     parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
     for it in range(max_iters):
         t1 = time.perf_counter()
@@ -353,7 +347,7 @@ def nn_descent(
                 c = (lo - b0) // chunk
                 counts[c] = KK.join_range(
                     xs, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, upd_a[c], upd_b[c], upd_d[c],
-                    slots[c], ids[c], thr[c], listed[c], dr[c], blk[c], filt[c], KK.MATRIX_MIN_NEW,
+                    *(a[c] for a in join_scratch), KK.MATRIX_MIN_NEW,
                 )  # fmt: skip
 
             t3 = time.perf_counter()
