@@ -206,8 +206,11 @@ epoch moves embeddings (the drift check's share 0.71-0.76, as in the stored trai
 at 100k, 21.3 s at 150k and 38.1 s at 200k, against 13.5 / 24.4 / 35.1 s for a warm-started FANNG epoch at recall
 0.960 / 0.946 / 0.937 and 21 / 40 / 66 s for the cold first one: over ten mined epochs the two break even at 200k,
 where exact search still gives the true lists (docs/BENCHMARKS.md, "Session 15: which index mines fastest, again").
-Session 8 had set 80k from a milder drift. On a GPU exact search is one matrix product per chunk of queries, so
-``auto`` always picks it there."""
+Session 8 had set 80k from a milder drift. Later days put the cost crossover lower (FANNG's warm epoch cheaper from
+100k in sessions 22 and 24: the CPU exact path's speed varies 2x on that VM), and list recall itself cost no accuracy
+(lists holding 0.73-0.93 of the true neighbours trained the glyph study's task as well as exact ones, session 25), so
+the threshold is a cost question; it stays until a real training set that large confirms a lower one. On a GPU exact
+search is one matrix product per chunk of queries, so ``auto`` always picks it there."""
 
 
 def resolve_index(cfg: RunConfig, device: torch.device, n_points: int | None) -> str:
