@@ -25,6 +25,9 @@ several seeds, minutes on two cores::
 
     python benchmarks/cub100_frozen.py --seeds 0 1 2          # features cached on the first run (~5 min at 224 px)
     python benchmarks/cub100_frozen.py --aggregate-only
+
+``--set KEY=VALUE`` overrides a config key of every run (e.g. ``--set mining.index=exact``) and ``--tag T`` names the
+results ``NAME+T`` (session 25's list-recall runs); the rows keep each mined epoch's list recall and index.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
 CONFIGS = ("random_global", "smart_default", "smart_plan", "smart_plan_guarded", "smart_paper", "margin_dw",
            "pml_margin_dw", "random_dense")
 METRICS = ("recall@1", "map@r", "nmi")
+MINING_STATS = ("kappa", "mined_triplets", "mined_planned", "mined_fraction", "list_recall", "index_seconds",
+                "drift_recall", "index")  # fmt: skip
+"""Per mined epoch, what ``SmartMiner.plan_epoch`` reports that a result row keeps."""
 
 
 def load_features(path: Path, data_root: str, image_size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -64,7 +70,9 @@ def load_features(path: Path, data_root: str, image_size: int) -> tuple[np.ndarr
     return z["features"], z["labels"], int(z["n_train"])
 
 
-def base_config(name: str, seed: int):
+def base_config(name: str, seed: int, overrides: dict | None = None):
+    """The run config of configuration ``name``; ``overrides`` (nested keys, as ``--set`` gives them) merged last."""
+    from cub100_study import _merge
     from smartmine.training.config import config_from_dict
 
     raw: dict = {
@@ -83,7 +91,7 @@ def base_config(name: str, seed: int):
     elif name in ("margin_dw", "pml_margin_dw"):
         raw["loss"] = {"name": "margin", "margin": 0.2, "beta": 1.2, "global_weight": 0.0}
         raw["mining"] = {"strategy": "distance_weighted", "classes_per_batch": 16, "samples_per_class": 4}
-    return config_from_dict(raw)
+    return config_from_dict(_merge(raw, overrides or {}))
 
 
 class Head(torch.nn.Module):
@@ -111,15 +119,26 @@ def evaluate(head: Head, feats: torch.Tensor, labels: np.ndarray, seed: int) -> 
 
 
 def run_one(
-    name: str, seed: int, x: np.ndarray, y: np.ndarray, n_train: int, epochs: int, hidden: int, holdout: int = 0
+    name: str,
+    seed: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_train: int,
+    epochs: int,
+    hidden: int,
+    holdout: int = 0,
+    overrides: dict | None = None,
+    tag: str | None = None,
 ) -> dict:
+    """Train and evaluate configuration ``name`` (``overrides`` merged into its config; results named
+    ``name+tag`` when ``tag`` is given)."""
     from smartmine.data.splits import holdout_rows
     from smartmine.smart import HoldoutGuard
     from smartmine.smart.controller import training_error
     from smartmine.training import builders
 
     torch.manual_seed(seed)
-    cfg = base_config(name, seed)
+    cfg = base_config(name, seed, overrides)
     x_tr, y_tr = x[:n_train], y[:n_train]
     xh = yh = None
     if holdout:  # the same classes for every configuration of a seed
@@ -159,7 +178,7 @@ def run_one(
             with torch.no_grad():
                 emb_all = head(xt)
             plan, stats = sm.plan_epoch(None if sm.is_warmup(epoch) else emb_all, yt.numpy(), epoch)
-            row.update({k: stats.get(k) for k in ("kappa", "mined_triplets", "mined_planned", "mined_fraction")})
+            row.update({k: stats.get(k) for k in MINING_STATS})
             active_parts, mined_parts = [], []
             batch_miner = batch_miners(seed * 1000 + epoch) if batch_miners is not None else None
             for lo in range(0, len(plan), 64):
@@ -208,8 +227,8 @@ def run_one(
         rows.append(row)
         print(f"{name} seed {seed} epoch {epoch + 1} | " + " | ".join(
             f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"), flush=True)  # fmt: skip
-    return {"config": name, "seed": seed, "epochs": epochs, "hidden": hidden, "holdout_classes": holdout,
-            "run_seconds": time.perf_counter() - t_start, "rows": rows}  # fmt: skip
+    return {"config": f"{name}+{tag}" if tag else name, "seed": seed, "epochs": epochs, "hidden": hidden,
+            "holdout_classes": holdout, "run_seconds": time.perf_counter() - t_start, "rows": rows}  # fmt: skip
 
 
 def summarize(results: Path, baseline: dict | None) -> str:
@@ -227,7 +246,7 @@ def summarize(results: Path, baseline: dict | None) -> str:
     if baseline:
         lines.append(f"| untrained features (1280-d, no head) | – | {100 * baseline['map@r']:.1f} | "
                      f"{100 * baseline['recall@1']:.1f} | {100 * baseline['nmi']:.1f} | – | – |")  # fmt: skip
-    for name in CONFIGS:
+    for name in [c for c in CONFIGS if c in runs] + sorted(set(runs) - set(CONFIGS)):  # tagged runs last
         res = runs.get(name)
         if not res:
             continue
@@ -263,7 +282,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="training classes set aside, scored after every epoch; smart_plan_guarded needs it")
     p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results" / "cub100_frozen"))
     p.add_argument("--aggregate-only", action="store_true")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key of every run, e.g. --set mining.index=exact (repeatable; YAML values)")
+    p.add_argument("--tag", help="suffix of the configuration name in result files: NAME+TAG__seedS.json")
     args = p.parse_args(argv)
+    from mining_study import _parse_sets
+
+    overrides = _parse_sets(args.set or [])
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     x, y, n_train = load_features(Path(args.features), args.data_root, args.image_size)
@@ -277,8 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(2)
         for seed in args.seeds:
             for name in args.configs:
-                res = run_one(name, seed, x, y, n_train, args.epochs, args.hidden, args.holdout_classes)
-                (results / f"{name}__seed{seed}.json").write_text(json.dumps(res, indent=1))
+                res = run_one(name, seed, x, y, n_train, args.epochs, args.hidden, args.holdout_classes, overrides,
+                              args.tag)  # fmt: skip
+                (results / f"{res['config']}__seed{seed}.json").write_text(json.dumps(res, indent=1))
     head = f"MLP head 1280-{args.hidden}-64" if args.hidden else "linear head 1280-64"
     text = (f"cub100, EfficientNet-Lite0 ImageNet features at {args.image_size} px (frozen), {head}, "
             f"{n_train} training images of 50 classes"

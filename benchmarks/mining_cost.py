@@ -73,6 +73,7 @@ def make_index(method: str, args: argparse.Namespace):
             search_budget=args.fanng_budget, knn_k=args.k, n_threads=args.threads, seed=0,
             warm_rejoin_shift=None if args.rejoin_shift < 0 else args.rejoin_shift,
             warm_reserve=args.warm_reserve, warm_accept_recall=args.warm_accept,
+            warm_iters=None if args.warm_iters <= 0 else args.warm_iters,
         )  # fmt: skip
     from smartmine.index.faiss_index import FaissIndex
 
@@ -183,6 +184,9 @@ def main() -> None:
     p.add_argument(
         "--warm-accept", type=float, default=0.98, help="FanngIndex warm_accept_recall (above 1: always NN-descent)"
     )
+    p.add_argument(
+        "--warm-iters", type=int, default=0, help="FanngIndex warm_iters: a warm start's iteration cap (0: knn_iters)"
+    )
     p.add_argument("--time-limit", type=float, default=300.0, help="skip cells predicted to take longer (seconds)")
     p.add_argument("--epoch-seconds", type=float, default=30.0, help="assumed epoch time at CUB size (seconds)")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
@@ -198,6 +202,7 @@ def main() -> None:
         "--fanng-budget", str(args.fanng_budget), "--faiss-ef", str(args.faiss_ef),
         "--warm-drift", str(args.warm_drift), "--rejoin-shift", str(args.rejoin_shift),
         "--warm-reserve", str(args.warm_reserve), "--warm-accept", str(args.warm_accept),
+        "--warm-iters", str(args.warm_iters),
     ]  # fmt: skip
     if args.quick:
         args.sizes = [10_000, 50_000]

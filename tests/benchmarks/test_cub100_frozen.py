@@ -56,6 +56,22 @@ def test_summary_lists_configurations_and_baseline(frozen, tmp_path):
     assert "| random_global | 1 |" in text and "smart_default" not in text
 
 
+def test_overrides_reach_the_config_and_tag_the_results(frozen, tmp_path):
+    import json
+
+    x, y, n_train = features()
+    res = frozen.run_one("smart_default", 0, x, y, n_train, epochs=2, hidden=0,
+                         overrides={"mining": {"index": "exact"}}, tag="exact")  # fmt: skip
+    assert res["config"] == "smart_default+exact"
+    assert res["rows"][1]["index"] == "exact" and res["rows"][1]["list_recall"] == 1.0  # exact lists are the truth
+    plain = frozen.run_one("smart_default", 0, x, y, n_train, epochs=2, hidden=0)
+    assert plain["config"] == "smart_default" and plain["rows"][1]["index"] == "fanng"
+    for r in (res, plain):
+        (tmp_path / f"{r['config']}__seed0.json").write_text(json.dumps(r))
+    text = frozen.summarize(tmp_path, None)
+    assert text.index("| smart_default | 1 |") < text.index("| smart_default+exact | 1 |")  # tagged runs last
+
+
 def test_held_out_classes_are_scored_and_guard_mining(frozen, tmp_path):
     import json
 

@@ -120,6 +120,26 @@ def test_warm_start_beyond_the_accepted_drift_runs_nn_descent(data):
     assert widened.stats_["warm_joined"] == 1.0 and widened.warm_lists().shape == (1200, 32)
 
 
+def test_warm_iters_caps_the_warm_start_only(data):
+    """warm_iters=1: a warm start runs one local join (lists better than the stale ones, not as good as converged
+    ones), while cold builds of the same index still iterate to convergence."""
+    moved = data + 0.3 * np.random.default_rng(5).normal(size=data.shape).astype(np.float32)
+    truth = brute_neighbours(moved, 16)
+    capped = FanngIndex(seed=0, knn_k=16, warm_iters=1, warm_accept_recall=2.0).build(data)
+    cold_iters = capped.stats_["knn_iterations"]
+    stale = recall(capped.warm_lists(), truth)
+    capped.update(moved)
+    assert cold_iters > 1 and capped.stats_["warm_start"] == 1.0 and capped.stats_["knn_iterations"] == 1.0
+    assert_fanng_invariants(capped)
+    full = FanngIndex(seed=0, knn_k=16, warm_accept_recall=2.0).build(data).update(moved)
+    assert full.stats_["warm_start"] == 1.0 and full.stats_["knn_iterations"] > 1
+    one, converged = recall(capped.neighbours(16)[1], truth), recall(full.neighbours(16)[1], truth)
+    assert stale < one < converged, (stale, one, converged)
+    # A cold build by the capped index (the lists are of other points) is not capped.
+    other = np.ascontiguousarray(np.random.default_rng(9).permutation(moved))
+    assert capped.update(other).stats_["warm_start"] == 0.0 and capped.stats_["knn_iterations"] > 1
+
+
 def test_warm_start_of_other_points_is_refused_or_cold(data):
     index = FanngIndex(seed=0, knn_k=16).build(data)
     with pytest.raises(ValueError, match="same 1200 points"):
@@ -212,6 +232,8 @@ def test_bad_construction_options():
         FanngIndex(warm_reserve=-1)
     with pytest.raises(ValueError, match="warm_candidates"):
         FanngIndex(warm_candidates=0)
+    with pytest.raises(ValueError, match="warm_iters"):
+        FanngIndex(warm_iters=0)
     with pytest.raises(ValueError, match="warm_accept_recall"):
         FanngIndex(warm_accept_recall=float("nan"))
 

@@ -188,6 +188,12 @@ class FanngIndex(NeighbourIndex):
             cold build: at 100k × 64, k = 64, after a drift as large as a training epoch's, 64 candidates gave
             recall@64 0.960 in 10.7-11.1 s, 128 gave 0.975 in 11.9 s (cold build: 0.974-0.978 in 20-21 s); after
             the benchmark's milder drift 0.976 in 7.8-8.4 s against 0.981 in 9.6 s (docs/BENCHMARKS.md, session 15).
+        warm_iters: NN-descent iteration cap of a warm start only (default ``None``: ``knn_iters``; cold builds
+            are never capped). ``1``: one local join from the previous lists, for users who accept lists of lower
+            recall to save time: at 100k × 64, k = 64, after a drift as large as a training epoch's, a warm epoch
+            took 4.7-5.7 s at recall@64 0.922 against 10.7 s at 0.974 by default (cold builds 12-15 s at 0.976).
+            Lists of recall 0.61-0.93 trained the glyph study's task and a head on cub100's frozen features as well
+            as exact lists (docs/BENCHMARKS.md, session 25).
         build_ef: beam width of each vertex's search in ``construction="insert"`` (default 64): the nearest vertices
             found are its candidate edges. Larger: slower build; at 100k × 64, 32 / 64 / 96 gave recall@10 0.911 /
             0.925 / 0.922 at a search budget of 512.
@@ -223,6 +229,7 @@ class FanngIndex(NeighbourIndex):
         warm_reserve: int = 0,
         warm_accept_recall: float = 0.98,
         warm_candidates: int | None = None,
+        warm_iters: int | None = None,
         build_ef: int = 64,
         search_prefetch: int | None = None,
     ) -> None:
@@ -246,6 +253,7 @@ class FanngIndex(NeighbourIndex):
         self.warm_candidates = None if warm_candidates is None else check_positive_int(
             warm_candidates, "warm_candidates"
         )
+        self.warm_iters = None if warm_iters is None else check_positive_int(warm_iters, "warm_iters")
         self._knn_i: np.ndarray | None = None  # (V, knn_k + warm_reserve) vertex lists of construction="nn_descent"
         self._knn_d: np.ndarray | None = None
         self._pending: tuple | None = None  # construction="nn_descent": the graph's inputs until it is first needed
@@ -382,12 +390,13 @@ class FanngIndex(NeighbourIndex):
             if rerank:
                 lists = nn_descent(xv, width, init=cand, n_threads=self._threads(), order=np.arange(nv), max_iters=0)
             else:
-                sample = None  # a cold build: nn_descent's min(width, 64)
+                sample, iters = None, self.knn_iters  # a cold build: nn_descent's min(width, 64) candidates
                 if cand is not None:
                     sample = self.warm_candidates if self.warm_candidates is not None else min(2 * width, 128)
+                    iters = self.warm_iters if self.warm_iters is not None else self.knn_iters
                 lists = nn_descent(
                     xv, width, init=cand, seed=self.seed, n_threads=self._threads(), order=np.arange(nv),
-                    max_iters=self.knn_iters, rejoin_shift=None if cand is None else self.warm_rejoin_shift,
+                    max_iters=iters, rejoin_shift=None if cand is None else self.warm_rejoin_shift,
                     max_candidates=sample,
                 )  # fmt: skip
             knn_stats = lists.stats
