@@ -191,7 +191,8 @@ class FanngIndex(NeighbourIndex):
         warm_iters: NN-descent iteration cap of a warm start only (default ``None``: ``knn_iters``; cold builds
             are never capped). ``1``: one local join from the previous lists, for users who accept lists of lower
             recall to save time: at 100k × 64, k = 64, after a drift as large as a training epoch's, a warm epoch
-            took 4.7-5.7 s at recall@64 0.922 against 10.7 s at 0.974 by default (cold builds 12-15 s at 0.976).
+            took 4.7-5.7 s at recall@64 0.922 against 10.7 s at 0.974 by default (cold builds 12-15 s at 0.976); at
+            300k 22-24 s at 0.857 against 43-46 s at 0.945 (cold 56-60 s).
             Lists of recall 0.61-0.93 trained the glyph study's task and a head on cub100's frozen features as well
             as exact lists (docs/BENCHMARKS.md, session 25).
         build_ef: beam width of each vertex's search in ``construction="insert"`` (default 64): the nearest vertices
