@@ -35,6 +35,22 @@ def test_independent_of_thread_count(data):
     np.testing.assert_array_equal(a.sq_dist, b.sq_dist)
 
 
+@pytest.mark.parametrize("output_rows", [7, 1 << 16])
+def test_lists_come_back_in_the_callers_order(data, monkeypatch, output_rows):
+    """With a processing order, the lists are those of the same run on the permuted points, ids and rows mapped back
+    through the permutation, whatever the slices the renumbering takes."""
+    from smartmine.index import knn_graph
+
+    monkeypatch.setattr(knn_graph, "OUTPUT_ROWS", output_rows)
+    perm = spatial_order(data, 0)
+    got = nn_descent(data, 10, seed=0, order=perm, n_threads=2)
+    inner = nn_descent(np.ascontiguousarray(data[perm]), 10, seed=0, order=np.arange(data.shape[0]), n_threads=2)
+    want_i, want_d = np.empty_like(inner.idx), np.empty_like(inner.sq_dist)
+    want_i[perm], want_d[perm] = perm[inner.idx], inner.sq_dist
+    np.testing.assert_array_equal(got.idx, want_i)
+    np.testing.assert_array_equal(got.sq_dist, want_d)
+
+
 def test_warm_start_from_exact_lists_stays_exact(data):
     truth = brute_neighbours(data, 8)
     res = nn_descent(data, 8, init=truth, seed=0)

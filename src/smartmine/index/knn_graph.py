@@ -77,6 +77,7 @@ def random_candidates(n: int, width: int, seed: int) -> np.ndarray:
 
 
 FOREST_RANDOM = 16  # random entries per starting list besides the forest's leaves
+OUTPUT_ROWS = 1 << 16  # rows renumbered at once when the lists go back to the caller's order
 
 
 def default_trees(n: int) -> int:
@@ -213,6 +214,77 @@ class KnnLists:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+def local_joins(
+    xs: np.ndarray,
+    nn_i: np.ndarray,
+    nn_d: np.ndarray,
+    nn_new: np.ndarray,
+    s_cap: int,
+    max_iters: int,
+    delta: float,
+    seed: int,
+    threads: int,
+) -> tuple[list[int], list[float], float, float, float]:
+    """NN-descent iterations on the lists ``(nn_i, nn_d, nn_new)`` (``(N, k)``, updated in place) of the points
+    ``xs``: each samples up to ``s_cap`` new and old candidates per point and runs the local joins, until an iteration
+    inserts at most ``delta * N * k`` entries or ``max_iters`` ran. Returns the insertions per iteration, the seconds
+    per iteration, and the seconds of candidate sampling, of the joins and of their pair passes. Its buffers (at 1M
+    points and 128 candidates about 2.6 GB) are freed when it returns, before the caller makes its output."""
+    n, k = nn_i.shape
+    new_i = np.empty((n, s_cap), dtype=np.int32)
+    new_p = np.empty((n, s_cap), dtype=np.uint32)
+    new_n = np.empty(n, dtype=np.int32)
+    old_i = np.empty((n, s_cap), dtype=np.int32)
+    old_p = np.empty((n, s_cap), dtype=np.uint32)
+    old_n = np.empty(n, dtype=np.int32)
+    history: list[int] = []
+    per_iteration: list[float] = []
+    t_cand = t_join = t_emit = 0.0
+    chunk = 256  # points whose local joins fill one update buffer
+    per_block = 2 * threads
+    cap = KK.update_capacity(chunk, s_cap)
+    upd_a = np.empty((per_block, cap), dtype=np.int32)
+    upd_b = np.empty((per_block, cap), dtype=np.int32)
+    upd_d = np.empty((per_block, cap), dtype=np.float32)
+    counts = np.zeros(per_block, dtype=np.int64)
+    # Scratch of join_range, one per update buffer (the calls that fill different buffers run at the same time).
+    join_scratch = KK.join_scratch(per_block, n, s_cap, xs.shape[1])
+    parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    for it in range(max_iters):
+        t1 = time.perf_counter()
+        it_seed = seed * 1_000_003 + it
+
+        sample_candidates(nn_i, nn_new, it_seed, (new_i, new_p, new_n), (old_i, old_p, old_n), threads)
+        t2 = time.perf_counter()
+        updates = 0
+        for b0 in range(0, n, chunk * per_block):
+            bounds = [(lo, min(n, lo + chunk)) for lo in range(b0, min(n, b0 + chunk * per_block), chunk)]
+            counts[:] = 0
+
+            def emit(lo: int, hi: int, b0: int = b0) -> None:
+                c = (lo - b0) // chunk
+                counts[c] = KK.join_range(
+                    xs, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, upd_a[c], upd_b[c], upd_d[c],
+                    *(a[c] for a in join_scratch), KK.MATRIX_MIN_NEW,
+                )  # fmt: skip
+
+            t3 = time.perf_counter()
+            run_chunks(emit, bounds, threads)
+            t_emit += time.perf_counter() - t3
+
+            def apply(lo: int, hi: int) -> int:
+                return int(KK.apply_range(nn_i, nn_d, nn_new, upd_a, upd_b, upd_d, counts, lo, hi))
+
+            updates += sum(run_chunks(apply, parts, threads))
+        t_cand += t2 - t1
+        t_join += time.perf_counter() - t2
+        history.append(updates)
+        per_iteration.append(time.perf_counter() - t1)
+        if updates <= delta * n * k:
+            break
+    return history, per_iteration, t_cand, t_join, t_emit
+
+
 def nn_descent(
     x: np.ndarray,
     k: int,
@@ -313,64 +385,20 @@ def nn_descent(
     t_init = time.perf_counter() - t0
 
     s_cap = max(1, min(k, 64) if max_candidates is None else int(max_candidates))
-    new_i = np.empty((n, s_cap), dtype=np.int32)
-    new_p = np.empty((n, s_cap), dtype=np.uint32)
-    new_n = np.empty(n, dtype=np.int32)
-    old_i = np.empty((n, s_cap), dtype=np.int32)
-    old_p = np.empty((n, s_cap), dtype=np.uint32)
-    old_n = np.empty(n, dtype=np.int32)
-    history: list[int] = []
-    per_iteration: list[float] = []
-    t_cand = t_join = t_emit = 0.0
-    chunk = 256  # points whose local joins fill one update buffer
-    per_block = 2 * threads
-    cap = KK.update_capacity(chunk, s_cap)
-    upd_a = np.empty((per_block, cap), dtype=np.int32)
-    upd_b = np.empty((per_block, cap), dtype=np.int32)
-    upd_d = np.empty((per_block, cap), dtype=np.float32)
-    counts = np.zeros(per_block, dtype=np.int64)
-    # Scratch of join_range, one per update buffer (the calls that fill different buffers run at the same time).
-    join_scratch = KK.join_scratch(per_block, n, s_cap, x.shape[1])
-    parts = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
-    for it in range(max_iters):
-        t1 = time.perf_counter()
-        it_seed = seed * 1_000_003 + it
-
-        sample_candidates(nn_i, nn_new, it_seed, (new_i, new_p, new_n), (old_i, old_p, old_n), threads)
-        t2 = time.perf_counter()
-        updates = 0
-        for b0 in range(0, n, chunk * per_block):
-            bounds = [(lo, min(n, lo + chunk)) for lo in range(b0, min(n, b0 + chunk * per_block), chunk)]
-            counts[:] = 0
-
-            def emit(lo: int, hi: int, b0: int = b0) -> None:
-                c = (lo - b0) // chunk
-                counts[c] = KK.join_range(
-                    xs, nn_i, nn_d, new_i, new_n, old_i, old_n, lo, hi, upd_a[c], upd_b[c], upd_d[c],
-                    *(a[c] for a in join_scratch), KK.MATRIX_MIN_NEW,
-                )  # fmt: skip
-
-            t3 = time.perf_counter()
-            run_chunks(emit, bounds, threads)
-            t_emit += time.perf_counter() - t3
-
-            def apply(lo: int, hi: int) -> int:
-                return int(KK.apply_range(nn_i, nn_d, nn_new, upd_a, upd_b, upd_d, counts, lo, hi))
-
-            updates += sum(run_chunks(apply, parts, threads))
-        t_cand += t2 - t1
-        t_join += time.perf_counter() - t2
-        history.append(updates)
-        per_iteration.append(time.perf_counter() - t1)
-        if updates <= delta * n * k:
-            break
+    history, per_iteration, t_cand, t_join, t_emit = local_joins(
+        xs, nn_i, nn_d, nn_new, s_cap, max_iters, delta, seed, threads
+    )
     if identity:
         out_i, out_d = nn_i.astype(np.int64), nn_d
     else:
         out_i = np.empty((n, k), dtype=np.int64)
         out_d = np.empty((n, k), dtype=np.float32)
-        out_i[perm] = np.where(nn_i >= 0, perm[np.maximum(nn_i, 0)], -1)
-        out_d[perm] = nn_d
+        for lo in range(0, n, OUTPUT_ROWS):  # renumbered in slices: no full-size int64 temporaries
+            rows = nn_i[lo : lo + OUTPUT_ROWS]
+            ids = perm[np.maximum(rows, 0)]
+            ids[rows < 0] = -1
+            out_i[perm[lo : lo + OUTPUT_ROWS]] = ids
+            out_d[perm[lo : lo + OUTPUT_ROWS]] = nn_d[lo : lo + OUTPUT_ROWS]
     stats = {
         "iterations": float(len(history)),
         "candidates": float(s_cap),
